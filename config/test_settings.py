@@ -1,0 +1,15 @@
+"""Settings for the test suite: the app's own settings, with a throwaway var/ folder.
+
+Tests run against whatever DATABASE_URL / REDIS_URL say, SQLite and the on-disk broker
+otherwise, exactly as the app does.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("ZOORANK_VAR_DIR", tempfile.mkdtemp(prefix="zoorank-test-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from .settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
