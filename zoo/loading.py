@@ -1,0 +1,87 @@
+"""The one place that turns a catalog entry into a torch module."""
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+
+from .models import Checkpoint
+from .weights import WeightsError, read_state_dict
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def weights_location(checkpoint: Checkpoint) -> Path | None:
+    """Local file of an uploaded or local-path checkpoint; None for the hub."""
+    source = checkpoint.weights_source
+    if source == Checkpoint.WeightsSource.UPLOAD:
+        if not checkpoint.weights_file:
+            raise WeightsError(f"{checkpoint.name}: no weights file was uploaded")
+        return Path(checkpoint.weights_file.path)
+    if source == Checkpoint.WeightsSource.LOCAL:
+        if not checkpoint.weights_path:
+            raise WeightsError(f"{checkpoint.name}: no local weights path is configured")
+        return Path(checkpoint.weights_path)
+    return None
+
+
+def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
+    """Create the checkpoint's network with its weights, in eval mode, on the CPU.
+
+    Hub weights are downloaded on first use when the machine is online; with
+    ``HF_HUB_OFFLINE`` set they must already be in the local cache.
+    """
+    kwargs = dict(checkpoint.model_kwargs or {})
+    path = weights_location(checkpoint)
+    try:
+        if path is None:
+            model = _create_from_hub(checkpoint, kwargs)
+        else:
+            model = timm.create_model(
+                checkpoint.architecture,
+                pretrained=False,
+                num_classes=checkpoint.num_classes,
+                **kwargs,
+            )
+    except WeightsError:
+        raise
+    except RuntimeError as exc:
+        raise WeightsError(f"{checkpoint.name}: {exc}") from exc
+    if path is not None:
+        state = read_state_dict(path)
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise WeightsError(
+                f"{checkpoint.name}: weights do not fit {checkpoint.architecture} "
+                f"with {checkpoint.num_classes} classes (missing {_few(result.missing_keys)}, "
+                f"unexpected {_few(result.unexpected_keys)})"
+            )
+    return model.eval()
+
+
+def _create_from_hub(checkpoint: Checkpoint, kwargs: dict) -> torch.nn.Module:
+    model_name = checkpoint.architecture
+    if checkpoint.pretrained_tag:
+        model_name = f"{model_name}.{checkpoint.pretrained_tag}"
+    overlay = {"hf_hub_id": checkpoint.hub_id} if checkpoint.hub_id else None
+    try:
+        return timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        )
+    except Exception as exc:  # hub client errors vary by version and by cause
+        if hub_offline():
+            raise WeightsError(
+                f"{checkpoint.name}: weights are not in the local hub cache and the hub is "
+                f"offline (HF_HUB_OFFLINE is set)"
+            ) from exc
+        raise WeightsError(f"{checkpoint.name}: could not fetch weights from the hub: {exc}") from exc
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:n])
+    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")

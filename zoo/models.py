@@ -1,0 +1,95 @@
+"""The catalog of pretrained checkpoints.
+
+A checkpoint is one set of weights for one timm architecture, with the preprocessing it
+expects (timm's pretrained config) and what is known of its source training.
+"""
+
+from django.db import models
+
+
+class Checkpoint(models.Model):
+    class WeightsSource(models.TextChoices):
+        HUB = "hub", "Model hub"
+        UPLOAD = "upload", "Uploaded file"
+        LOCAL = "local", "Local path"
+
+    name = models.CharField(
+        max_length=200, unique=True, help_text="Unique name, e.g. resnet50.a1_in1k."
+    )
+    architecture = models.CharField(max_length=120, help_text="timm model name.")
+    pretrained_tag = models.CharField(max_length=120, blank=True)
+    family = models.CharField(max_length=60, blank=True, db_index=True)
+
+    weights_source = models.CharField(
+        max_length=10, choices=WeightsSource.choices, default=WeightsSource.HUB
+    )
+    hub_id = models.CharField(max_length=255, blank=True, help_text="e.g. timm/resnet50.a1_in1k")
+    weights_file = models.FileField(upload_to="weights/", blank=True)
+    weights_path = models.CharField(
+        max_length=500, blank=True, help_text="Absolute path on the workers' file system."
+    )
+    weights_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    model_kwargs = models.JSONField(
+        default=dict, blank=True, help_text="Extra timm.create_model keyword arguments."
+    )
+
+    # Preprocessing, from timm's pretrained config.
+    input_size = models.JSONField(default=list, help_text="[channels, height, width]")
+    interpolation = models.CharField(max_length=20, default="bicubic")
+    crop_pct = models.FloatField(default=0.875)
+    crop_mode = models.CharField(max_length=20, default="center")
+    mean = models.JSONField(default=list)
+    std = models.JSONField(default=list)
+
+    # What the network is and what it was trained on.
+    num_classes = models.PositiveIntegerField(
+        default=0, help_text="Classes of the source head; 0 when it has none."
+    )
+    source_classes = models.JSONField(
+        default=list, blank=True, help_text="Names of the source head's classes, in order."
+    )
+    feature_dim = models.PositiveIntegerField(null=True, blank=True)
+    param_count = models.BigIntegerField(null=True, blank=True)
+    source_dataset = models.CharField(max_length=120, blank=True, db_index=True)
+    source_top1 = models.FloatField(null=True, blank=True, help_text="Source top-1 accuracy, %.")
+    license = models.CharField(max_length=120, blank=True)
+
+    enabled = models.BooleanField(default=True, db_index=True)
+    curated = models.BooleanField(
+        default=False, help_text="Edited by hand: catalog imports leave it alone."
+    )
+    loads = models.BooleanField(null=True, blank=True, help_text="Outcome of the last validation.")
+    load_message = models.TextField(blank=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_source_head(self) -> bool:
+        return self.num_classes > 0
+
+    def data_config(self) -> dict:
+        """Keyword arguments for ``timm.data.create_transform`` (evaluation transforms)."""
+        return {
+            "input_size": tuple(self.input_size),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+        }
+
+    def weights_identity(self) -> str:
+        """What names these exact weights, for cache keys."""
+        if self.weights_sha256:
+            return f"sha256:{self.weights_sha256}"
+        if self.weights_source == self.WeightsSource.HUB:
+            return f"hub:{self.hub_id or self.name}"
+        return f"path:{self.weights_path}"
