@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transferability.distillation import kl_dp_loss, kl_dp_mask, transfer_delta
+
+# Sample 0: teacher more confident on the true class 0.
+# Sample 1: teacher more confident overall (class 2) but less on the true class 1.
+# Sample 2: s0 more confident on both counts.
+TEACHER = torch.tensor([[4.0, 0.0, 0.0], [0.0, 1.0, 5.0], [0.0, 1.0, 0.0]])
+INITIAL = torch.tensor([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 6.0]])
+LABELS = torch.tensor([0, 1, 2])
+
+
+def test_supervised_mask_picks_the_teacher_where_it_is_more_confident_on_the_true_class():
+    p_t = F.softmax(TEACHER, dim=1)[torch.arange(3), LABELS]
+    p_0 = F.softmax(INITIAL, dim=1)[torch.arange(3), LABELS]
+    mask = kl_dp_mask(TEACHER, INITIAL, LABELS)
+    assert mask.tolist() == [True, False, False]
+    assert torch.equal(mask, p_t > p_0)
+
+
+def test_unsupervised_mask_compares_max_probabilities():
+    assert kl_dp_mask(TEACHER, INITIAL).tolist() == [True, True, False]
+
+
+def test_ties_go_to_the_initial_student():
+    assert kl_dp_mask(INITIAL, INITIAL, LABELS).tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize("labels", [LABELS, None])
+def test_loss_is_zero_when_the_student_equals_the_chosen_target(labels):
+    mask = kl_dp_mask(TEACHER, INITIAL, labels)
+    student = torch.where(mask[:, None], TEACHER, INITIAL)
+    assert kl_dp_loss(student, TEACHER, INITIAL, labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_dp_loss(TEACHER, TEACHER, INITIAL, labels).item() > 0.01
+
+
+def test_loss_matches_the_kl_divergence_by_hand():
+    student = torch.tensor([[0.5, 0.2, -1.0], [1.0, 1.0, 1.0], [2.0, -2.0, 0.0]])
+    target = F.softmax(torch.stack([TEACHER[0], INITIAL[1], INITIAL[2]]), dim=1)
+    log_student = F.log_softmax(student, dim=1)
+    expected = (target * (target.log() - log_student)).sum(dim=1).mean()
+    assert kl_dp_loss(student, TEACHER, INITIAL, LABELS).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_temperature_softens_both_sides_and_scales_by_its_square():
+    student = torch.randn(3, 3, generator=torch.Generator().manual_seed(0))
+    t = 2.0
+    mask = kl_dp_mask(TEACHER, INITIAL, LABELS, temperature=t)
+    target = F.softmax(torch.where(mask[:, None], TEACHER, INITIAL) / t, dim=1)
+    expected = (target * (target.log() - F.log_softmax(student / t, dim=1))).sum(1).mean() * t**2
+    loss = kl_dp_loss(student, TEACHER, INITIAL, LABELS, temperature=t)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_gradient_flows_only_to_the_student():
+    student = torch.zeros(3, 3, requires_grad=True)
+    teacher = TEACHER.clone().requires_grad_(True)
+    initial = INITIAL.clone().requires_grad_(True)
+    kl_dp_loss(student, teacher, initial, LABELS).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None
+    assert initial.grad is None
+
+
+def test_loss_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kl_dp_loss(torch.zeros(3, 3), torch.zeros(3, 4), INITIAL)
+    with pytest.raises(ValueError, match="labels"):
+        kl_dp_loss(torch.zeros(3, 3), TEACHER, INITIAL, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="temperature"):
+        kl_dp_loss(torch.zeros(3, 3), TEACHER, INITIAL, temperature=0)
+
+
+def test_transfer_delta_by_hand():
+    before = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)   # 37.5 %
+    after = torch.tensor([1, 0, 1, 1, 1, 0, 0, 1], dtype=torch.bool)  # 62.5 %
+    delta = transfer_delta(before, after)
+    assert delta == {
+        "n_samples": 8,
+        "accuracy_before": 37.5,
+        "accuracy_after": 62.5,
+        "delta_accuracy": 25.0,
+        "positive_flips": 37.5,  # samples 2, 3, 7
+        "negative_flips": 12.5,  # sample 1
+    }
+
+
+def test_transfer_delta_is_positive_minus_negative_flips():
+    rng = np.random.default_rng(0)
+    before, after = rng.random((2, 997)) < 0.7
+    delta = transfer_delta(before, after)
+    assert delta["delta_accuracy"] == pytest.approx(
+        delta["positive_flips"] - delta["negative_flips"], abs=1e-12
+    )
+
+
+def test_transfer_delta_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="samples"):
+        transfer_delta([True, False], [True])

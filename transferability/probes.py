@@ -1,0 +1,210 @@
+"""Per-sample correctness of a checkpoint on a target dataset.
+
+The complementary-knowledge analysis of Fantastic Gains (Roth et al., "Fantastic Gains and
+Where to Find Them: On the Existence and Prospect of General Knowledge Transfer between Any
+Pretrained Model", ICLR 2024, arXiv 2310.17653) compares which samples each model gets
+right. The paper uses each model's own ImageNet head; this app supports both variants
+(docs/science.md, section 4):
+
+- target labels (default): a logistic-regression linear probe on the checkpoint's frozen
+  features, evaluated out of fold (stratified k-fold), so that every sample is predicted
+  by a probe that never saw it (:func:`probe_correctness`);
+- source labels: when the target labels are the checkpoint's own classes, the argmax of
+  the checkpoint's head (:func:`source_head_correctness`), exactly as in the paper.
+
+:func:`holdout_probe_accuracy` is the cheap ground truth of section 6: the held-out
+accuracy of a linear probe, against which transferability rankings are compared.
+
+Plain functions over numpy arrays; no Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+__all__ = [
+    "make_probe",
+    "out_of_fold_predictions",
+    "probe_correctness",
+    "source_head_correctness",
+    "holdout_probe_accuracy",
+]
+
+
+def make_probe(C: float = 1.0, max_iter: int = 1000) -> Pipeline:
+    """The linear probe: standardised features, then multinomial logistic regression.
+
+    Standardising makes one regularisation strength ``C`` reasonable across checkpoints
+    whose raw feature scales differ by orders of magnitude.
+    """
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+
+
+def _check_features_labels(features, labels) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features)
+    labels = np.asarray(labels)
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D (N x D), got shape {features.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"features have {features.shape[0]} rows but there are {labels.shape[0]} labels"
+        )
+    if not np.all(np.isfinite(features)):
+        raise ValueError("features contain NaN or infinite values")
+    return features, labels
+
+
+def _check_classes(labels: np.ndarray) -> np.ndarray:
+    """Return the per-class counts; refuse what a stratified split cannot handle."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size < 2:
+        raise ValueError(
+            f"a probe needs at least 2 classes, got {classes.size} "
+            f"({classes.tolist()!r})"
+        )
+    too_small = classes[counts < 2]
+    if too_small.size:
+        raise ValueError(
+            "every class needs at least 2 samples for a stratified split; "
+            f"classes with fewer: {too_small.tolist()!r}"
+        )
+    return counts
+
+
+def out_of_fold_predictions(
+    features,
+    labels,
+    folds: int = 5,
+    seed: int = 0,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> np.ndarray:
+    """Out-of-fold predicted labels of a linear probe on ``features``.
+
+    Stratified k-fold (shuffled with ``seed``); the number of folds is reduced to the
+    smallest class count so that every class appears in every test fold and every
+    training fold. Each sample is predicted by the probe trained on the other folds.
+
+    Args:
+        features: N x D array of a checkpoint's features.
+        labels: N target labels (any sortable values: ints, strings).
+        folds: requested number of folds (at least 2).
+        seed: shuffling seed of the split.
+        C, max_iter: parameters of the logistic regression.
+
+    Returns:
+        N predicted labels, in the original label values and dtype.
+
+    Raises:
+        ValueError: on bad shapes, non-finite features, fewer than 2 classes, a class with
+            fewer than 2 samples, or ``folds < 2``.
+    """
+    features, labels = _check_features_labels(features, labels)
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    counts = _check_classes(labels)
+    n_splits = int(min(folds, counts.min()))
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    predictions = np.empty_like(labels)
+    for train, test in splitter.split(features, labels):
+        probe = make_probe(C=C, max_iter=max_iter).fit(features[train], labels[train])
+        predictions[test] = probe.predict(features[test])
+    return predictions
+
+
+def probe_correctness(features, labels, folds: int = 5, seed: int = 0, **probe_kwargs) -> np.ndarray:
+    """Boolean N vector: is the out-of-fold probe prediction of each sample right?
+
+    This is the "target labels" correctness of docs/science.md section 4; keyword
+    arguments go to :func:`out_of_fold_predictions`.
+    """
+    labels = np.asarray(labels)
+    predictions = out_of_fold_predictions(features, labels, folds=folds, seed=seed, **probe_kwargs)
+    return predictions == labels
+
+
+def source_head_correctness(
+    source_logits, labels, label_to_source_index: Mapping
+) -> np.ndarray:
+    """Boolean N vector: does the checkpoint's own head predict each sample's class?
+
+    The variant used in Fantastic Gains (Roth et al., ICLR 2024): correctness of the
+    pretrained classifier itself, for target labels that are source classes (e.g. an
+    ImageNet subset). A sample is correct when the argmax over all source classes equals
+    the source index of its label (top-1 over the full source head, not restricted to the
+    target's classes).
+
+    Args:
+        source_logits: N x S logits (or probabilities) of the source head.
+        labels: N target labels.
+        label_to_source_index: maps every target label value to its index in 0..S-1.
+
+    Raises:
+        ValueError: on bad shapes, labels without a source index (named in the message),
+            or indices outside 0..S-1.
+    """
+    source_logits = np.asarray(source_logits)
+    labels = np.asarray(labels)
+    if source_logits.ndim != 2:
+        raise ValueError(f"source_logits must be 2-D (N x S), got shape {source_logits.shape}")
+    if labels.ndim != 1 or labels.shape[0] != source_logits.shape[0]:
+        raise ValueError(
+            f"labels must be 1-D with {source_logits.shape[0]} entries, got shape {labels.shape}"
+        )
+    classes, inverse = np.unique(labels, return_inverse=True)
+    missing = [c.item() if isinstance(c, np.generic) else c for c in classes
+               if _lookup(label_to_source_index, c) is None]
+    if missing:
+        raise ValueError(f"labels without a source index: {missing!r}")
+    n_source = source_logits.shape[1]
+    class_index = np.array([int(_lookup(label_to_source_index, c)) for c in classes])
+    bad = classes[(class_index < 0) | (class_index >= n_source)]
+    if bad.size:
+        raise ValueError(
+            f"source indices outside 0..{n_source - 1} for labels {bad.tolist()!r}"
+        )
+    return source_logits.argmax(axis=1) == class_index[inverse]
+
+
+def _lookup(mapping: Mapping, label):
+    """Find ``label`` in ``mapping`` as a numpy scalar or as the plain Python value."""
+    if label in mapping:
+        return mapping[label]
+    if isinstance(label, np.generic):
+        return mapping.get(label.item())
+    return None
+
+
+def holdout_probe_accuracy(
+    features,
+    labels,
+    test_size: float = 0.3,
+    seed: int = 0,
+    C: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
+    """Held-out accuracy (fraction in [0, 1]) of a linear probe: the cheap ground truth.
+
+    docs/science.md section 6: ground truth for a ranking is the accuracy a checkpoint
+    reaches after transfer on a held-out split; a linear probe on frozen features is the
+    cheap proxy of fine-tuning. The split is stratified and seeded.
+
+    Raises:
+        ValueError: as :func:`out_of_fold_predictions`, or when the test split cannot hold
+            one sample of every class.
+    """
+    features, labels = _check_features_labels(features, labels)
+    _check_classes(labels)
+    train_x, test_x, train_y, test_y = train_test_split(
+        features, labels, test_size=test_size, random_state=seed, stratify=labels
+    )
+    probe = make_probe(C=C, max_iter=max_iter).fit(train_x, train_y)
+    return float(np.mean(probe.predict(test_x) == test_y))
