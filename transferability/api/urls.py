@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("datasets/", views.DatasetList.as_view(), name="api-dataset-list"),
+    path("datasets/<int:pk>/", views.DatasetDetail.as_view(), name="api-dataset-detail"),
+    path("evaluations/", views.EvaluationList.as_view(), name="api-evaluation-list"),
+    path("evaluations/<int:pk>/", views.EvaluationDetail.as_view(),
+         name="api-evaluation-detail"),
+    path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
+    path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
+]

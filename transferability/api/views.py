@@ -1,0 +1,97 @@
+from django.shortcuts import get_object_or_404
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from zoo.models import Checkpoint
+
+from ..datasets import ArchiveError, create_target_dataset
+from ..metrics import REGISTRY
+from ..models import Evaluation, TargetDataset
+from ..results import ranked_rows
+from ..submission import SubmissionError, submit_evaluation
+from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
+                          EvaluationCreateSerializer, TargetDatasetSerializer,
+                          evaluation_payload)
+
+
+class DatasetList(generics.ListAPIView):
+    serializer_class = TargetDatasetSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return TargetDataset.objects.filter(owner=self.request.user)
+
+    def post(self, request):
+        upload = DatasetUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        try:
+            dataset = create_target_dataset(request.user, upload.validated_data["name"],
+                                            upload.validated_data["file"])
+        except ArchiveError as exc:
+            return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        body = TargetDatasetSerializer(dataset, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED,
+                        headers={"Location": body["url"]})
+
+
+class DatasetDetail(generics.RetrieveDestroyAPIView):
+    serializer_class = TargetDatasetSerializer
+
+    def get_queryset(self):
+        return TargetDataset.objects.filter(owner=self.request.user)
+
+
+class EvaluationList(APIView):
+    def get(self, request):
+        evaluations = Evaluation.objects.filter(owner=request.user).select_related("dataset")[:100]
+        return Response([
+            {"id": e.pk, "dataset": e.dataset_id, "dataset_name": e.dataset.name,
+             "status": e.status, "progress": round(e.progress, 4), "created_at": e.created_at,
+             "url": request.build_absolute_uri(f"/api/evaluations/{e.pk}/")}
+            for e in evaluations
+        ])
+
+    def post(self, request):
+        serializer = EvaluationCreateSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            evaluation = submit_evaluation(
+                request.user, data["dataset"], data["checkpoints"], metrics=data["metrics"],
+                correctness_source=data["correctness_source"], score_stages=data["score_stages"],
+            )
+        except SubmissionError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        evaluation.refresh_from_db()
+        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class EvaluationDetail(APIView):
+    def get(self, request, pk):
+        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+        return Response(evaluation_payload(evaluation, ranked_rows(evaluation), request))
+
+
+class CheckpointList(generics.ListAPIView):
+    serializer_class = CheckpointSerializer
+
+    def get_queryset(self):
+        queryset = Checkpoint.objects.all()
+        search = self.request.query_params.get("search")
+        if search:
+            queryset = queryset.filter(name__icontains=search)
+        if self.request.query_params.get("enabled") in {"1", "true"}:
+            queryset = queryset.filter(enabled=True)
+        return queryset
+
+
+class MetricList(APIView):
+    def get(self, request):
+        return Response([
+            {"name": s.name, "label": s.label, "needs": s.needs,
+             "higher_is_better": s.higher_is_better, "kind": s.kind, "reference": s.reference}
+            for s in REGISTRY.values()
+        ])

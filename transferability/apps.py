@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TransferabilityConfig(AppConfig):
+    name = "transferability"
+    verbose_name = "Transferability"

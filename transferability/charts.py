@@ -1,0 +1,42 @@
+"""Plotly figures for the evaluation page, rendered as HTML fragments.
+
+Plotly's JavaScript is loaded once by the page from our own static files.
+"""
+
+import plotly.graph_objects as go
+
+
+def _html(fig: go.Figure, div_id: str) -> str:
+    fig.update_layout(margin=dict(l=40, r=20, t=40, b=40), template="plotly_white")
+    return fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def score_bars(rows, spec) -> str:
+    scored = [r for r in rows if r.scores.get(spec.name) is not None]
+    scored.sort(key=lambda r: r.scores[spec.name], reverse=spec.higher_is_better)
+    fig = go.Figure(go.Bar(
+        x=[r.checkpoint.name for r in scored],
+        y=[r.scores[spec.name] for r in scored],
+        text=[f"d={r.result.feature_dim}" for r in scored],
+        hovertemplate="%{x}<br>" + spec.label + " %{y:.4g}<br>%{text}<extra></extra>",
+        marker_color="#3b6ea8",
+    ))
+    arrow = "higher is better" if spec.higher_is_better else "lower is better"
+    fig.update_layout(title=f"{spec.label} per checkpoint ({arrow})", yaxis_title=spec.label,
+                      height=380)
+    return _html(fig, f"chart-{spec.name}")
+
+
+def flips_heatmap(report: dict) -> str:
+    names = report["names"]
+    flips = report["positive_flips"]
+    fig = go.Figure(go.Heatmap(
+        z=flips, x=names, y=names, colorscale="Blues", zmin=0,
+        hovertemplate="%{y} right, %{x} wrong: %{z:.2f}% of samples<extra></extra>",
+        colorbar=dict(title="%"),
+    ))
+    fig.update_layout(title="Positive flips: row right where column is wrong (%)",
+                      height=max(320, 60 + 40 * len(names)),
+                      yaxis=dict(autorange="reversed"))
+    return _html(fig, "chart-flips")

@@ -1,0 +1,35 @@
+from django import forms
+
+from zoo.models import Checkpoint
+
+from .metrics import REGISTRY
+from .models import Evaluation
+
+
+class DatasetUploadForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    file = forms.FileField(help_text="A .zip with one folder per class, images inside.")
+
+
+class EvaluationForm(forms.Form):
+    checkpoints = forms.ModelMultipleChoiceField(
+        queryset=Checkpoint.objects.filter(enabled=True),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Checkpoints to score.",
+    )
+    metrics = forms.MultipleChoiceField(
+        choices=[(s.name, s.label) for s in REGISTRY.values()],
+        widget=forms.CheckboxSelectMultiple, required=False,
+        help_text="Leave empty for every metric that applies.",
+    )
+    correctness_source = forms.ChoiceField(
+        choices=Evaluation.CorrectnessSource.choices,
+        initial=Evaluation.CorrectnessSource.TARGET,
+        label="Complementarity from",
+    )
+    score_stages = forms.BooleanField(required=False, label="Also score every stage")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial.setdefault("checkpoints", list(self.fields["checkpoints"].queryset))

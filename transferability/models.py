@@ -1,0 +1,174 @@
+"""Target datasets, evaluations and their results."""
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from zoo.models import Checkpoint
+
+
+class TargetDataset(models.Model):
+    """A labelled image dataset, unpacked into the dataset store in ImageFolder layout."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="datasets")
+    name = models.CharField(max_length=200)
+    store_dir = models.CharField(max_length=100, unique=True,
+                                 help_text="Folder under MEDIA_ROOT/datasets.")
+    class_names = models.JSONField(default=list)
+    class_counts = models.JSONField(default=list)
+    num_images = models.PositiveIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, db_index=True)
+    archive_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dataset-detail", args=[self.pk])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def root(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "datasets" / self.store_dir
+
+    def delete(self, *args, **kwargs):
+        root = self.root
+        result = super().delete(*args, **kwargs)
+        shutil.rmtree(root, ignore_errors=True)
+        return result
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    FINALIZING = "finalizing", "Finalizing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Evaluation(models.Model):
+    """One request to score checkpoints on a target dataset."""
+
+    class CorrectnessSource(models.TextChoices):
+        TARGET = "target", "Linear probe on target labels"
+        SOURCE = "source", "Checkpoints' own heads (labels are source classes)"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="evaluations")
+    dataset = models.ForeignKey(TargetDataset, on_delete=models.CASCADE,
+                                related_name="evaluations")
+    checkpoints = models.ManyToManyField(Checkpoint, through="CheckpointResult",
+                                         related_name="evaluations")
+    metrics = models.JSONField(default=list, help_text="Metric names to compute.")
+    correctness_source = models.CharField(max_length=10, choices=CorrectnessSource.choices,
+                                          default=CorrectnessSource.TARGET)
+    score_stages = models.BooleanField(default=False,
+                                       help_text="Also score the pooled output of every stage.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    message = models.TextField(blank=True)
+    complementarity = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Evaluation {self.pk} on {self.dataset}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation-detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (Status.DONE, Status.FAILED)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the work done, from the checkpoints' image counts."""
+        if self.is_finished:
+            return 1.0
+        results = list(self.results.all())
+        if not results:
+            return 0.0
+        done = 0.0
+        for result in results:
+            if result.status in (Status.DONE, Status.FAILED):
+                done += 1.0
+            elif result.images_total:
+                # Extraction is most of the work; scoring the rest.
+                done += 0.9 * result.images_done / result.images_total
+        return done / len(results)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class CheckpointResult(models.Model):
+    """The outcome of one checkpoint in one evaluation."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="results")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    message = models.TextField(blank=True)
+    images_done = models.PositiveIntegerField(default=0)
+    images_total = models.PositiveIntegerField(default=0)
+    feature_dim = models.PositiveIntegerField(null=True, blank=True)
+    device = models.CharField(max_length=40, blank=True)
+    features_cached = models.BooleanField(default=False,
+                                          help_text="Features came from the cache.")
+    feature_key = models.CharField(max_length=64, blank=True)
+    best_stage = models.CharField(max_length=40, blank=True)
+    extraction_seconds = models.FloatField(null=True, blank=True)
+    scoring_seconds = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["evaluation", "checkpoint__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "checkpoint"],
+                                    name="one_result_per_checkpoint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint} in evaluation {self.evaluation_id}"
+
+
+class MetricScore(models.Model):
+    """One metric's value for one checkpoint's features (pre-logits, or one stage)."""
+
+    PRE_LOGITS = "pre_logits"
+
+    result = models.ForeignKey(CheckpointResult, on_delete=models.CASCADE, related_name="scores")
+    metric = models.CharField(max_length=40)
+    layer = models.CharField(max_length=40, default=PRE_LOGITS)
+    value = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["result", "layer", "metric"]
+        constraints = [
+            models.UniqueConstraint(fields=["result", "metric", "layer"],
+                                    name="one_score_per_metric_and_layer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric}[{self.layer}]={self.value}"

@@ -1,0 +1,58 @@
+"""Reading an evaluation's results as ranked rows, for pages, the API and exports."""
+
+from dataclasses import dataclass, field
+
+from .metrics import REGISTRY
+from .models import CheckpointResult, Evaluation, MetricScore, Status
+
+PRIMARY_METRIC = "tmi"
+
+
+@dataclass
+class ResultRow:
+    result: CheckpointResult
+    scores: dict[str, float | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    stage_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self):
+        return self.result.checkpoint
+
+    @property
+    def rank(self) -> int | None:
+        return self.ranks.get(PRIMARY_METRIC) or (next(iter(self.ranks.values()), None))
+
+
+def metric_columns(evaluation: Evaluation) -> list:
+    """Registry entries that have at least one score in this evaluation, registry order."""
+    present = set(MetricScore.objects.filter(result__evaluation=evaluation)
+                  .values_list("metric", flat=True).distinct())
+    return [spec for name, spec in REGISTRY.items() if name in present]
+
+
+def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
+    results = list(evaluation.results.select_related("checkpoint").prefetch_related("scores"))
+    rows = []
+    for result in results:
+        row = ResultRow(result)
+        for score in result.scores.all():
+            if score.layer == MetricScore.PRE_LOGITS:
+                row.scores[score.metric] = score.value
+                if score.error:
+                    row.errors[score.metric] = score.error
+            else:
+                row.stage_scores.setdefault(score.layer, {})[score.metric] = score.value
+        rows.append(row)
+    for name, spec in REGISTRY.items():
+        scored = [r for r in rows if r.scores.get(name) is not None
+                  and r.result.status == Status.DONE]
+        scored.sort(key=lambda r: r.scores[name], reverse=spec.higher_is_better)
+        previous, rank = None, 0
+        for position, row in enumerate(scored, start=1):
+            if row.scores[name] != previous:
+                rank, previous = position, row.scores[name]
+            row.ranks[name] = rank
+    rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.checkpoint.name))
+    return rows

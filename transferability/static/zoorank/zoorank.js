@@ -1,0 +1,71 @@
+// zoorank: sortable tables and live progress, no framework.
+(function () {
+  "use strict";
+
+  function cellValue(row, index) {
+    var cell = row.children[index];
+    if (!cell) return "";
+    var raw = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
+    var num = parseFloat(raw);
+    return raw !== "" && !isNaN(num) && isFinite(raw) ? num : raw.toLowerCase();
+  }
+
+  function makeSortable(table) {
+    var headers = table.querySelectorAll("thead th");
+    headers.forEach(function (th, index) {
+      th.classList.add("sortable-header");
+      th.addEventListener("click", function () {
+        var ascending = th.getAttribute("aria-sort") !== "ascending";
+        headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = cellValue(a, index), y = cellValue(b, index);
+          var empty = function (v) { return v === "" || v === "–"; };
+          if (empty(x) !== empty(y)) return empty(x) ? 1 : -1;  // blanks last
+          if (x < y) return ascending ? -1 : 1;
+          if (x > y) return ascending ? 1 : -1;
+          return 0;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  }
+
+  function watchEvaluation() {
+    var state = document.getElementById("evaluation-state");
+    if (!state) return;
+    var finished = ["done", "failed"];
+    if (finished.indexOf(state.dataset.status) >= 0) return;
+    var api = state.dataset.api;
+    function poll() {
+      fetch(api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.json(); })
+        .then(function (data) {
+          document.getElementById("overall-progress").value = data.progress;
+          document.getElementById("overall-percent").textContent = Math.round(data.progress * 100) + "%";
+          var badge = document.getElementById("status-badge");
+          badge.textContent = data.status;
+          badge.className = "badge " + data.status;
+          data.results.forEach(function (r) {
+            var row = document.querySelector('tr[data-checkpoint="' + CSS.escape(r.checkpoint.name) + '"]');
+            if (!row) return;
+            var bar = row.querySelector(".result-progress");
+            var count = row.querySelector(".result-count");
+            if (bar) { bar.max = r.images_total || 1; bar.value = r.images_done; }
+            if (count) count.textContent = r.images_done + "/" + r.images_total;
+            var status = row.querySelector(".result-status .badge");
+            if (status) { status.textContent = r.status; status.className = "badge " + r.status; }
+          });
+          if (finished.indexOf(data.status) >= 0) { window.location.reload(); return; }
+          setTimeout(poll, 1500);
+        })
+        .catch(function () { setTimeout(poll, 5000); });
+    }
+    setTimeout(poll, 1000);
+  }
+
+  document.querySelectorAll("table.sortable").forEach(makeSortable);
+  window.zoorank = {watchEvaluation: watchEvaluation, makeSortable: makeSortable};
+})();

@@ -1,0 +1,86 @@
+"""Creating an evaluation and putting its work on the queue."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from zoo.models import Checkpoint
+
+from .metrics import get_metric
+from .models import CheckpointResult, Evaluation, Status, TargetDataset
+
+log = logging.getLogger(__name__)
+
+
+class SubmissionError(ValueError):
+    """The evaluation cannot be made as asked; the message says why."""
+
+
+def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
+                      correctness_source: str = Evaluation.CorrectnessSource.TARGET,
+                      score_stages: bool = False, enqueue_work: bool = True) -> Evaluation:
+    """Create the evaluation and one result row per checkpoint; enqueue after commit.
+
+    With ``enqueue_work=False`` nothing goes to the queue: the caller runs the work itself
+    (``workers.jobs.run_inline``).
+    """
+    if dataset.owner_id != owner.pk:
+        raise SubmissionError("that dataset is not yours")
+    checkpoints = list(checkpoints)
+    if not checkpoints:
+        raise SubmissionError("choose at least one checkpoint")
+    disabled = [c.name for c in checkpoints if not c.enabled]
+    if disabled:
+        raise SubmissionError(f"these checkpoints are disabled: {', '.join(disabled)}")
+    metrics = list(dict.fromkeys(metrics or []))
+    for name in metrics:
+        try:
+            get_metric(name)
+        except ValueError as exc:
+            raise SubmissionError(str(exc)) from None
+    if correctness_source not in Evaluation.CorrectnessSource.values:
+        raise SubmissionError(f"correctness source must be one of "
+                              f"{', '.join(Evaluation.CorrectnessSource.values)}")
+    if correctness_source == Evaluation.CorrectnessSource.SOURCE:
+        _check_source_classes(dataset, checkpoints)
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            owner=owner, dataset=dataset, metrics=metrics,
+            correctness_source=correctness_source, score_stages=score_stages,
+        )
+        CheckpointResult.objects.bulk_create(
+            CheckpointResult(evaluation=evaluation, checkpoint=c,
+                             images_total=dataset.num_images)
+            for c in checkpoints
+        )
+        if enqueue_work:
+            transaction.on_commit(lambda: enqueue(evaluation.pk))
+    return evaluation
+
+
+def enqueue(evaluation_id: int) -> None:
+    from workers.tasks import evaluate_checkpoint
+
+    ids = list(CheckpointResult.objects.filter(evaluation_id=evaluation_id)
+               .order_by("pk").values_list("pk", flat=True))
+    try:
+        for result_id in ids:
+            evaluate_checkpoint.apply_async((result_id,), queue="gpu")
+    except Exception as exc:  # the broker is unreachable: say so instead of waiting forever
+        log.exception("could not enqueue evaluation %s", evaluation_id)
+        Evaluation.objects.filter(pk=evaluation_id).update(
+            status=Status.FAILED, finished_at=timezone.now(),
+            message=f"the task queue could not be reached: {exc}",
+        )
+
+
+def _check_source_classes(dataset: TargetDataset, checkpoints: list[Checkpoint]) -> None:
+    for checkpoint in checkpoints:
+        missing = [c for c in dataset.class_names if c not in checkpoint.source_classes]
+        if not checkpoint.has_source_head or missing:
+            raise SubmissionError(
+                f"{checkpoint.name} cannot judge correctness with its own head: "
+                + ("it has no source head" if not checkpoint.has_source_head else
+                   f"classes {', '.join(missing[:5])} are not among its source classes")
+            )

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("datasets/new/", views.dataset_upload, name="dataset-upload"),
+    path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
+    path("datasets/<int:pk>/delete/", views.dataset_delete, name="dataset-delete"),
+    path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation-detail"),
+    path("evaluations/<int:pk>/export.<str:fmt>", views.evaluation_export,
+         name="evaluation-export"),
+]

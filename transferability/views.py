@@ -1,0 +1,143 @@
+import csv
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from zoo.models import Checkpoint
+
+from . import charts
+from .api.serializers import evaluation_payload
+from .datasets import ArchiveError, create_target_dataset
+from .forms import DatasetUploadForm, EvaluationForm
+from .models import Evaluation, TargetDataset
+from .results import PRIMARY_METRIC, metric_columns, ranked_rows
+from .submission import SubmissionError, submit_evaluation
+
+
+@login_required
+def dashboard(request):
+    return render(request, "transferability/dashboard.html", {
+        "datasets": TargetDataset.objects.filter(owner=request.user)[:20],
+        "evaluations": Evaluation.objects.filter(owner=request.user)
+                                         .select_related("dataset")[:20],
+        "zoo_size": Checkpoint.objects.count(),
+        "zoo_enabled": Checkpoint.objects.filter(enabled=True).count(),
+    })
+
+
+@login_required
+def dataset_upload(request):
+    form = DatasetUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            dataset = create_target_dataset(request.user, form.cleaned_data["name"],
+                                            form.cleaned_data["file"])
+        except ArchiveError as exc:
+            form.add_error("file", str(exc))
+        else:
+            messages.success(request, f"Dataset {dataset.name} uploaded: {dataset.num_images} "
+                                      f"images in {dataset.num_classes} classes.")
+            return redirect(dataset)
+    return render(request, "transferability/dataset_upload.html", {"form": form})
+
+
+@login_required
+def dataset_detail(request, pk):
+    dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
+    form = EvaluationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            evaluation = submit_evaluation(
+                request.user, dataset, data["checkpoints"], metrics=data["metrics"],
+                correctness_source=data["correctness_source"], score_stages=data["score_stages"],
+            )
+        except SubmissionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect(evaluation)
+    classes = sorted(zip(dataset.class_names, dataset.class_counts), key=lambda c: -c[1])
+    return render(request, "transferability/dataset_detail.html", {
+        "dataset": dataset, "form": form, "classes": classes,
+        "evaluations": dataset.evaluations.all()[:20],
+    })
+
+
+@login_required
+@require_POST
+def dataset_delete(request, pk):
+    dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
+    name = dataset.name
+    dataset.delete()
+    messages.success(request, f"Dataset {name} deleted.")
+    return redirect("dashboard")
+
+
+@login_required
+def evaluation_detail(request, pk):
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
+                                   pk=pk, owner=request.user)
+    rows = ranked_rows(evaluation)
+    columns = metric_columns(evaluation)
+    chart_spec = next((s for s in columns if s.name == PRIMARY_METRIC), None) or (
+        columns[0] if columns else None)
+    context = {
+        "evaluation": evaluation, "rows": rows, "columns": columns,
+        "score_chart": charts.score_bars(rows, chart_spec) if chart_spec else "",
+        "flips_chart": charts.flips_heatmap(evaluation.complementarity)
+        if evaluation.complementarity else "",
+        "pairs": _top_pairs(evaluation.complementarity),
+    }
+    return render(request, "transferability/evaluation_detail.html", context)
+
+
+def _top_pairs(report, limit: int = 10) -> list[dict]:
+    """The ordered pairs with the most positive flips, with where those flips fall."""
+    if not report:
+        return []
+    pairs = sorted(report["pairs"], key=lambda p: -p["positive_flips"])[:limit]
+    rows = []
+    for pair in pairs:
+        breakdown = pair["breakdown"]
+        by_count = sorted(zip(breakdown["classes"], breakdown["counts"]), key=lambda c: -c[1])
+        rows.append({
+            **pair,
+            "top_classes": [(c, n) for c, n in by_count[:3] if n],
+            "concentration": (breakdown["entropy"] / breakdown["max_entropy"]
+                              if breakdown["max_entropy"] else None),
+            "top_half": breakdown["top_p"].get("50"),
+        })
+    return rows
+
+
+@login_required
+def evaluation_export(request, pk, fmt):
+    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    rows = ranked_rows(evaluation)
+    filename = f"evaluation-{evaluation.pk}.{fmt}"
+    if fmt == "json":
+        body = json.dumps(evaluation_payload(evaluation, rows), cls=DjangoJSONEncoder, indent=2)
+        response = HttpResponse(body, content_type="application/json")
+    else:
+        columns = metric_columns(evaluation)
+        response = HttpResponse(content_type="text/csv")
+        writer = csv.writer(response)
+        writer.writerow(["rank", "checkpoint", "architecture", "feature_dim", "param_count",
+                         "source_top1", "status"] + [s.name for s in columns])
+        for row in rows:
+            writer.writerow([row.rank or "", row.checkpoint.name, row.checkpoint.architecture,
+                             row.result.feature_dim or "", row.checkpoint.param_count or "",
+                             row.checkpoint.source_top1 if row.checkpoint.source_top1 is not None
+                             else "", row.result.status]
+                            + [_cell(row.scores.get(s.name)) for s in columns])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _cell(value):
+    return "" if value is None else repr(float(value))
