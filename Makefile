@@ -1,0 +1,61 @@
+# zoorank: `make demo` shows the whole path once; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export HF_HUB_OFFLINE ?= 1
+WORKER := $(BIN)/celery -A config worker -Q gpu -P solo -c 1 --without-gossip --without-mingle
+
+.PHONY: install migrate demo run worker test test-sqlite test-services bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Admin user, checkpoints pretrained on the bundled MNIST sample, the bundled digits
+# dataset; then one evaluation through a real worker; then the dashboard.
+demo: migrate
+	$(BIN)/python manage.py demo
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(WORKER) --loglevel=WARNING & worker=$$!; \
+	$(BIN)/python manage.py demo --evaluate && \
+	echo "Dashboard: http://127.0.0.1:$(PORT)/  (log in as admin, password above)" && \
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload
+
+# The web server plus one worker, on whatever the environment configures.
+run: migrate
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(WORKER) --loglevel=INFO & worker=$$!; \
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload
+
+worker: install
+	$(WORKER) --loglevel=INFO
+
+# The suite on the embedded default (SQLite, on-disk broker), then on PostgreSQL and
+# Redis when they answer (TEST_DATABASE_URL / TEST_REDIS_URL to point elsewhere).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+test: install
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-services
+
+test-sqlite: install
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m pytest -q
+
+test-services: install
+	@if $(BIN)/python -c "import psycopg2, redis, sys; psycopg2.connect('$(TEST_DATABASE_URL)').close(); redis.Redis.from_url('$(TEST_REDIS_URL)').ping()" 2>/dev/null; then \
+		DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest -q -m "not browser"; \
+	else echo "PostgreSQL or Redis not reachable: suite ran on SQLite only"; fi
+
+bench: install
+	$(BIN)/python bench/metrics.py --quick
+
+clean:
+	rm -rf var

@@ -1,0 +1,186 @@
+"""Batched feature extraction that keeps the device busy.
+
+Images are decoded, resized and cropped once per distinct preprocessing (size, crop,
+interpolation) and kept as a uint8 array in the image cache; normalisation with the
+checkpoint's mean/std happens on the device. Inference runs under
+``torch.inference_mode()``, channels-last, with mixed precision on CUDA, and the batch
+size halves on out-of-memory instead of failing.
+"""
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+from torchvision import transforms
+
+from . import caches
+
+log = logging.getLogger(__name__)
+
+PRE_LOGITS = "pre_logits"
+LOGITS = "logits"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def pixel_key(data_config: dict) -> dict:
+    """What decides the uint8 pixels: not mean/std, which are applied on the device."""
+    return {
+        "input_size": list(data_config["input_size"]),
+        "interpolation": data_config["interpolation"],
+        "crop_pct": round(float(data_config["crop_pct"]), 6),
+        "crop_mode": data_config["crop_mode"],
+    }
+
+
+def pixel_transform(data_config: dict) -> transforms.Compose:
+    """timm's evaluation transform up to the crop, ending in a uint8 CHW tensor."""
+    full = create_transform(**data_config, is_training=False)
+    steps = [t for t in full.transforms
+             if not isinstance(t, transforms.Normalize)
+             and type(t).__name__ not in {"ToTensor", "MaybeToTensor"}]
+    return transforms.Compose(steps + [transforms.PILToTensor()])
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, root: Path, paths: Sequence[str], transform):
+        self.root, self.paths, self.transform = Path(root), list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.root / self.paths[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def loader_workers() -> int:
+    if multiprocessing.current_process().daemon:
+        return 0  # daemonic (prefork) workers may not have children
+    configured = os.environ.get("ZOORANK_LOADER_WORKERS")
+    if configured:
+        return int(configured)
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def pixel_batches(dataset_root: Path, dataset_hash: str, paths: Sequence[str],
+                  data_config: dict, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches N x 3 x H x W, from the image cache, filling it on first use."""
+    key = caches.content_key(dataset=dataset_hash, pixels=pixel_key(data_config))
+    n = len(paths)
+    if caches.images.has(key, "pixels"):
+        cached = caches.images.load(key, "pixels", mmap=True)
+        for start in range(0, n, batch_size):
+            yield torch.from_numpy(np.ascontiguousarray(cached[start:start + batch_size]))
+        return
+    _, h, w = data_config["input_size"]
+    array, tmp = caches.images.open_for_writing(key, "pixels", (n, 3, h, w), np.uint8)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(dataset_root, paths, pixel_transform(data_config)),
+        batch_size=batch_size, num_workers=loader_workers(),
+        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+    )
+    try:
+        start = 0
+        for batch in loader:
+            array[start:start + len(batch)] = batch.numpy()
+            start += len(batch)
+            yield batch
+        caches.images.commit(array, tmp, key, "pixels")
+    finally:
+        caches.images.discard(tmp)
+
+
+@dataclass
+class Extracted:
+    """Per-layer arrays for one checkpoint on one dataset, float32, in sample order."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+    seconds: float
+    stage_names: list[str] = field(default_factory=list)
+
+
+def stage_names(model: torch.nn.Module) -> list[str]:
+    info = getattr(model, "feature_info", None)
+    names = []
+    if info is not None:
+        try:
+            names = [str(d["module"]) for d in info]
+        except (TypeError, KeyError):
+            names = []
+    return names
+
+
+def forward_layers(model: torch.nn.Module, x: torch.Tensor, want_logits: bool,
+                   want_stages: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    if want_stages:
+        final, intermediates = model.forward_intermediates(x)
+        for i, t in enumerate(intermediates):
+            out[f"stage{i}"] = t.float().mean(dim=(2, 3)) if t.ndim == 4 else t.float().mean(dim=1)
+    else:
+        final = model.forward_features(x)
+    out[PRE_LOGITS] = model.forward_head(final, pre_logits=True)
+    if want_logits:
+        out[LOGITS] = model.forward_head(final)
+    return out
+
+
+def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torch.Tensor],
+            total: int, data_config: dict, want_logits: bool, want_stages: bool = False,
+            batch_size: int = 64, progress: ProgressCallback | None = None) -> Extracted:
+    """Run ``model`` over uint8 ``batches`` and gather float32 features per layer."""
+    start_time = time.perf_counter()
+    cuda = device.type == "cuda"
+    model = model.to(device).eval()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(data_config["mean"], device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(data_config["std"], device=device).view(1, -1, 1, 1) * 255
+    chunks: dict[str, list[np.ndarray]] = {}
+    done = 0
+    micro = batch_size
+    with torch.inference_mode():
+        for batch in batches:
+            batch = batch.to(device, non_blocking=True)
+            i = 0
+            while i < len(batch):
+                part = batch[i:i + micro]
+                try:
+                    x = ((part.float() - mean) / std).contiguous(
+                        memory_format=torch.channels_last if cuda else torch.contiguous_format)
+                    with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                        layers = forward_layers(model, x, want_logits, want_stages)
+                except torch.OutOfMemoryError:
+                    if micro == 1:
+                        raise
+                    micro = max(1, micro // 2)
+                    torch.cuda.empty_cache()
+                    log.warning("out of memory; batch size now %d", micro)
+                    continue
+                for name, t in layers.items():
+                    chunks.setdefault(name, []).append(t.float().cpu().numpy())
+                i += len(part)
+            done += len(batch)
+            if progress:
+                progress(done, total)
+    arrays = {name: np.concatenate(parts).astype(np.float32, copy=False)
+              for name, parts in chunks.items()}
+    names = stage_names(model)
+    stage_keys = sorted((k for k in arrays if k.startswith("stage")), key=lambda k: int(k[5:]))
+    if want_stages:
+        if len(names) != len(stage_keys):
+            names = [f"stage{i}" for i in range(len(stage_keys))]
+        arrays = {**{n: arrays[k] for n, k in zip(names, stage_keys)},
+                  **{k: v for k, v in arrays.items() if not k.startswith("stage")}}
+    return Extracted(arrays=arrays, device=str(device), seconds=time.perf_counter() - start_time,
+                     stage_names=names if want_stages else [])

@@ -1,0 +1,288 @@
+"""The work behind the Celery tasks, as plain functions that tests can call directly.
+
+``evaluate_checkpoint`` scores one checkpoint of an evaluation; the call that finishes the
+last one claims the final step and returns the evaluation's id, and its caller (the Celery
+task, or ``run_inline``) runs ``finalize_evaluation``, which computes complementarity and
+the final state. Every step claims its row with a conditional update, so a redelivered task
+is harmless.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from scipy.special import softmax
+
+from transferability.archives import read_manifest
+from transferability.metrics import applicable_metrics, get_metric
+from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
+from transferability.complementarity import complementarity_report
+from transferability.probes import probe_correctness, source_head_correctness
+from zoo.loading import build_model
+from zoo.models import Checkpoint
+
+from . import caches
+from .device import choose_device
+from .extraction import LOGITS, PRE_LOGITS, extract, pixel_batches, pixel_key
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = (Status.PENDING, Status.RUNNING)
+PROBE_CORRECT = "probe_correct"
+PRIMARY_METRIC = "tmi"
+
+
+@dataclass
+class Features:
+    key: str
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    stage_names: list[str]
+    from_cache: bool
+    device: str = ""
+    seconds: float = 0.0
+
+
+def evaluate_checkpoint(result_id: int) -> int | None:
+    """Score one checkpoint; return the evaluation id if the final step is now ours."""
+    claimed = CheckpointResult.objects.filter(pk=result_id, status__in=UNFINISHED).update(
+        status=Status.RUNNING, started_at=timezone.now(), message=""
+    )
+    if not claimed:
+        log.info("result %s is already finished; nothing to do", result_id)
+        return None
+    result = CheckpointResult.objects.select_related("evaluation__dataset", "checkpoint").get(
+        pk=result_id
+    )
+    evaluation = result.evaluation
+    Evaluation.objects.filter(pk=evaluation.pk, status=Status.PENDING).update(
+        status=Status.RUNNING, started_at=timezone.now()
+    )
+    try:
+        features = obtain_features(result, want_stages=evaluation.score_stages)
+        scoring_started = time.perf_counter()
+        score_features(result, features)
+        CheckpointResult.objects.filter(pk=result.pk).update(
+            status=Status.DONE,
+            scoring_seconds=time.perf_counter() - scoring_started,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:  # one checkpoint failing must not fail the others
+        log.exception("checkpoint %s failed in evaluation %s", result.checkpoint, evaluation.pk)
+        CheckpointResult.objects.filter(pk=result.pk).update(
+            status=Status.FAILED, message=_reason(exc), finished_at=timezone.now()
+        )
+    return evaluation.pk if claim_final_step(evaluation.pk) else None
+
+
+def run_inline(evaluation_id: int) -> None:
+    """Run a whole evaluation in this process: the headless path of ``manage.py rank``."""
+    ids = CheckpointResult.objects.filter(evaluation_id=evaluation_id).values_list("pk", flat=True)
+    for result_id in list(ids):
+        evaluate_checkpoint(result_id)
+    claim_final_step(evaluation_id)
+    finalize_evaluation(evaluation_id)
+
+
+def feature_key(checkpoint: Checkpoint, dataset_hash: str) -> str:
+    config = checkpoint.data_config()
+    return caches.content_key(
+        weights=checkpoint.weights_identity(),
+        architecture=checkpoint.architecture,
+        model_kwargs=checkpoint.model_kwargs,
+        dataset=dataset_hash,
+        pixels=pixel_key(config),
+        mean=list(config["mean"]),
+        std=list(config["std"]),
+    )
+
+
+def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Features:
+    """Features of one checkpoint on the evaluation's dataset: from the cache, else extracted."""
+    checkpoint, dataset = result.checkpoint, result.evaluation.dataset
+    _, files = read_manifest(dataset.root)
+    paths = [path for path, _ in files]
+    labels = np.array([label for _, label in files])
+    key = feature_key(checkpoint, dataset.content_hash)
+    store = caches.features
+    wanted = [PRE_LOGITS] + ([LOGITS] if checkpoint.has_source_head else [])
+    stages = _cached_stage_names(key) if want_stages else []
+    if want_stages and stages is None:
+        stages = None  # not known until the model has run once with stages
+    if stages is not None and all(store.has(key, name) for name in wanted + stages):
+        arrays = {name: store.load(key, name) for name in wanted + stages}
+        CheckpointResult.objects.filter(pk=result.pk).update(
+            images_done=len(paths), images_total=len(paths), features_cached=True,
+            feature_key=key, feature_dim=arrays[PRE_LOGITS].shape[1], extraction_seconds=0.0,
+        )
+        return Features(key, arrays, labels, stages, from_cache=True)
+
+    CheckpointResult.objects.filter(pk=result.pk).update(images_done=0, images_total=len(paths))
+    model = build_model(checkpoint)
+    device = choose_device()
+    config = checkpoint.data_config()
+    batch_size = 64 if device.type == "cpu" else 256
+    extracted = extract(
+        model, device,
+        pixel_batches(dataset.root, dataset.content_hash, paths, config, batch_size),
+        total=len(paths), data_config=config, want_logits=checkpoint.has_source_head,
+        want_stages=want_stages, batch_size=batch_size, progress=_progress_writer(result.pk),
+    )
+    for name, array in extracted.arrays.items():
+        store.save(key, name, array)
+    if want_stages:
+        store.save(key, "stage_names", np.array(extracted.stage_names))
+    dim = extracted.arrays[PRE_LOGITS].shape[1]
+    CheckpointResult.objects.filter(pk=result.pk).update(
+        images_done=len(paths), features_cached=False, feature_key=key, feature_dim=dim,
+        device=extracted.device, extraction_seconds=extracted.seconds,
+    )
+    Checkpoint.objects.filter(pk=checkpoint.pk).filter(
+        Q(feature_dim__isnull=True) | Q(param_count__isnull=True)
+    ).update(feature_dim=dim, param_count=sum(p.numel() for p in model.parameters()))
+    return Features(key, extracted.arrays, labels, extracted.stage_names, from_cache=False,
+                    device=extracted.device, seconds=extracted.seconds)
+
+
+def _cached_stage_names(key: str) -> list[str] | None:
+    if not caches.features.has(key, "stage_names"):
+        return None
+    return [str(s) for s in caches.features.load(key, "stage_names")]
+
+
+def _progress_writer(result_id: int, every_seconds: float = 0.5):
+    last = [0.0]
+
+    def write(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_seconds:
+            last[0] = now
+            CheckpointResult.objects.filter(pk=result_id).update(
+                images_done=done, images_total=total
+            )
+
+    return write
+
+
+def score_features(result: CheckpointResult, features: Features) -> None:
+    """Run the evaluation's metric panel on the features; one row per metric and layer."""
+    evaluation = result.evaluation
+    specs = applicable_metrics(
+        has_source_head=LOGITS in features.arrays, names=evaluation.metrics or None
+    )
+    rows = []
+    source_probs = None
+    for spec in specs:
+        if spec.needs == "source_probs":
+            if source_probs is None:
+                source_probs = softmax(features.arrays[LOGITS].astype(np.float64), axis=1)
+            rows.append(_score(spec, source_probs, features.labels, PRE_LOGITS))
+        else:
+            rows.append(_score(spec, features.arrays[PRE_LOGITS], features.labels, PRE_LOGITS))
+    best_stage = ""
+    if evaluation.score_stages and features.stage_names:
+        feature_specs = [s for s in specs if s.needs == "features"]
+        for stage in features.stage_names:
+            rows.extend(_score(s, features.arrays[stage], features.labels, stage)
+                        for s in feature_specs)
+        best_stage = _best_layer(rows, features.stage_names + [PRE_LOGITS])
+    if evaluation.correctness_source == Evaluation.CorrectnessSource.TARGET:
+        if not caches.features.has(features.key, PROBE_CORRECT):
+            try:
+                correct = probe_correctness(features.arrays[PRE_LOGITS], features.labels)
+            except ValueError as exc:  # e.g. a class with one image: reported at the end
+                log.info("no probe correctness for %s: %s", result.checkpoint, exc)
+            else:
+                caches.features.save(features.key, PROBE_CORRECT, correct)
+    with transaction.atomic():
+        MetricScore.objects.filter(result=result).delete()
+        for row in rows:
+            row.result = result
+        MetricScore.objects.bulk_create(rows)
+        CheckpointResult.objects.filter(pk=result.pk).update(best_stage=best_stage)
+
+
+def _score(spec, inputs: np.ndarray, labels: np.ndarray, layer: str) -> MetricScore:
+    started = time.perf_counter()
+    try:
+        value, error = float(spec.func(inputs, labels)), ""
+        if not np.isfinite(value):
+            value, error = None, f"{spec.name} is not finite on these features"
+    except ValueError as exc:
+        value, error = None, str(exc)
+    return MetricScore(metric=spec.name, layer=layer, value=value, error=error,
+                       seconds=time.perf_counter() - started)
+
+
+def _best_layer(rows: list[MetricScore], layers: list[str]) -> str:
+    metric = next((r.metric for r in rows if r.metric == PRIMARY_METRIC), rows[0].metric)
+    spec = get_metric(metric)
+    values = {r.layer: r.value for r in rows if r.metric == metric and r.value is not None}
+    if not values:
+        return ""
+    pick = max if spec.higher_is_better else min
+    return pick((layer for layer in layers if layer in values), key=values.get)
+
+
+def claim_final_step(evaluation_id: int) -> bool:
+    """True for exactly one caller, once no checkpoint of the evaluation is unfinished."""
+    if CheckpointResult.objects.filter(evaluation_id=evaluation_id,
+                                       status__in=UNFINISHED).exists():
+        return False
+    return bool(Evaluation.objects.filter(
+        pk=evaluation_id, status__in=(Status.PENDING, Status.RUNNING)
+    ).update(status=Status.FINALIZING))
+
+
+def finalize_evaluation(evaluation_id: int) -> None:
+    evaluation = Evaluation.objects.select_related("dataset").get(pk=evaluation_id)
+    if evaluation.status != Status.FINALIZING:
+        return
+    results = list(evaluation.results.select_related("checkpoint").order_by("checkpoint__name"))
+    done = [r for r in results if r.status == Status.DONE]
+    failed = [r for r in results if r.status == Status.FAILED]
+    messages = []
+    if failed:
+        messages.append(f"{len(failed)} of {len(results)} checkpoints failed: "
+                        + "; ".join(f"{r.checkpoint.name}: {r.message}" for r in failed[:5]))
+    report = None
+    if len(done) >= 2:
+        try:
+            report = complementarity_for(evaluation, done)
+        except (ValueError, OSError) as exc:
+            messages.append(f"complementarity could not be computed: {exc}")
+    Evaluation.objects.filter(pk=evaluation.pk, status=Status.FINALIZING).update(
+        status=Status.DONE if done else Status.FAILED,
+        complementarity=report,
+        message=" ".join(messages),
+        finished_at=timezone.now(),
+    )
+
+
+def complementarity_for(evaluation: Evaluation, done: list[CheckpointResult]) -> dict:
+    class_names, files = read_manifest(evaluation.dataset.root)
+    labels = np.array([label for _, label in files])
+    rows = []
+    for result in done:
+        if evaluation.correctness_source == Evaluation.CorrectnessSource.SOURCE:
+            logits = caches.features.load(result.feature_key, LOGITS)
+            index = {i: result.checkpoint.source_classes.index(name)
+                     for i, name in enumerate(class_names)
+                     if name in result.checkpoint.source_classes}
+            rows.append(source_head_correctness(logits, labels, index))
+        else:
+            rows.append(caches.features.load(result.feature_key, PROBE_CORRECT))
+    named_labels = np.array(class_names, dtype=object)[labels]
+    report = complementarity_report(np.vstack(rows).astype(bool), named_labels,
+                                    [r.checkpoint.name for r in done])
+    report["source"] = evaluation.correctness_source
+    return report
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 2000 else text[:2000] + "…"
