@@ -79,7 +79,7 @@ def pixel_batches(dataset_root: Path, dataset_hash: str, paths: Sequence[str],
     if caches.images.has(key, "pixels"):
         cached = caches.images.load(key, "pixels", mmap=True)
         for start in range(0, n, batch_size):
-            yield torch.from_numpy(np.ascontiguousarray(cached[start:start + batch_size]))
+            yield torch.from_numpy(np.array(cached[start:start + batch_size]))  # a writable copy
         return
     _, h, w = data_config["input_size"]
     array, tmp = caches.images.open_for_writing(key, "pixels", (n, 3, h, w), np.uint8)

@@ -1,0 +1,112 @@
+"""The REST API without a worker: uploads, validation, permissions, submission."""
+
+import pytest
+
+from tests.builders import image_folder_zip, saved_checkpoint
+from transferability.models import CheckpointResult, Evaluation, TargetDataset
+from transferability.datasets import datasets_root
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dataset(api, tmp_path):
+    archive = image_folder_zip(tmp_path / "d.zip", {"a": 4, "b": 4})
+    with open(archive, "rb") as f:
+        response = api.post("/api/datasets/", {"name": "ab", "file": f}, format="multipart")
+    assert response.status_code == 201
+    return TargetDataset.objects.get(pk=response.json()["id"])
+
+
+def test_it_needs_a_token():
+    from rest_framework.test import APIClient
+
+    assert APIClient().get("/api/evaluations/").status_code == 401
+    assert APIClient().post("/api/datasets/", {}).status_code == 401
+
+
+def test_it_creates_a_dataset_from_a_zip(api, dataset):
+    assert dataset.class_names == ["a", "b"]
+    assert dataset.class_counts == [4, 4]
+    assert dataset.root.is_dir()
+    listed = api.get("/api/datasets/").json()
+    assert [d["name"] for d in listed["results"]] == ["ab"]
+
+
+def test_it_refuses_a_bad_zip_and_keeps_nothing(api, tmp_path):
+    archive = image_folder_zip(tmp_path / "one.zip", {"only": 3})
+    before = set(datasets_root().glob("*")) if datasets_root().exists() else set()
+    with open(archive, "rb") as f:
+        response = api.post("/api/datasets/", {"name": "one", "file": f}, format="multipart")
+    assert response.status_code == 400
+    assert "at least 2 class folders" in response.json()["file"][0]
+    assert TargetDataset.objects.count() == 0
+    after = set(datasets_root().glob("*")) if datasets_root().exists() else set()
+    assert after == before
+
+
+def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
+                                                               django_capture_on_commit_callbacks,
+                                                               monkeypatch):
+    a = saved_checkpoint("ck-a")
+    b = saved_checkpoint("ck-b", "test_vit")
+    sent = []
+    monkeypatch.setattr("workers.tasks.evaluate_checkpoint.apply_async",
+                        lambda args, queue: sent.append((args, queue)))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": [a.pk, "ck-b"]},
+                            format="json")
+    assert response.status_code == 202
+    evaluation = Evaluation.objects.get()
+    assert response["Location"].endswith(f"/api/evaluations/{evaluation.pk}/")
+    assert len(callbacks) == 1
+    result_ids = set(CheckpointResult.objects.filter(evaluation=evaluation).values_list("pk", flat=True))
+    assert {args[0] for args, _ in sent} == result_ids
+    assert {queue for _, queue in sent} == {"gpu"}
+    body = api.get(response["Location"]).json()
+    assert body["status"] == "pending"
+    assert {r["checkpoint"]["name"] for r in body["results"]} == {a.name, b.name}
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"checkpoints": []}, "list of checkpoint ids"),
+    ({"checkpoints": ["nope"]}, "Unknown or disabled checkpoints: nope"),
+    ({"checkpoints": "all", "metrics": ["bogus"]}, "bogus"),
+    ({"checkpoints": "all", "correctness_source": "source"}, "no source head"),
+])
+def test_it_refuses_bad_submissions_with_a_reason(api, dataset, payload, message):
+    saved_checkpoint("ck-a")
+    response = api.post("/api/evaluations/", {"dataset": dataset.pk, **payload}, format="json")
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert Evaluation.objects.count() == 0
+
+
+def test_all_means_every_enabled_checkpoint(api, dataset, monkeypatch):
+    saved_checkpoint("ck-a")
+    saved_checkpoint("ck-off", enabled=False)
+    response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                        format="json")
+    assert response.status_code == 202
+    assert [r["checkpoint"]["name"] for r in response.json()["results"]] == ["ck-a"]
+
+
+def test_others_cannot_see_or_use_my_dataset_and_evaluations(api, outsider_api, dataset):
+    saved_checkpoint("ck-a")
+    response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                        format="json")
+    location = response["Location"]
+    assert outsider_api.get(location).status_code == 404
+    assert outsider_api.get(f"/api/datasets/{dataset.pk}/").status_code == 404
+    stolen = outsider_api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                               format="json")
+    assert stolen.status_code == 400
+    assert "No dataset" in stolen.content.decode()
+
+
+def test_the_metric_registry_is_served(api):
+    metrics = api.get("/api/metrics/").json()
+    names = [m["name"] for m in metrics]
+    assert names[0] == "tmi"
+    assert {"logme", "leep", "knn_accuracy", "probe_accuracy"} <= set(names)
+    assert next(m for m in metrics if m["name"] == "leep")["needs"] == "source_probs"

@@ -1,0 +1,99 @@
+"""The work behind the tasks, called in-process: stages, idempotency, the rank command."""
+
+import json
+import math
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.builders import image_folder_zip, saved_checkpoint
+from transferability.datasets import create_target_dataset
+from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
+from transferability.submission import submit_evaluation
+from workers import jobs
+
+pytestmark = pytest.mark.django_db
+
+DIGITS = [str(i) for i in range(10)]
+
+
+@pytest.fixture
+def dataset(owner, tmp_path):
+    archive = image_folder_zip(tmp_path / "d.zip", {"0": 8, "1": 8, "2": 8}, seed=11)
+    return create_target_dataset(owner, "digits-ish", archive)
+
+
+def test_it_scores_every_stage_and_names_the_best(owner, dataset):
+    checkpoint = saved_checkpoint("ck-stages", "test_resnet")
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["tmi", "logme"],
+                                   score_stages=True, enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    result = CheckpointResult.objects.get(evaluation=evaluation)
+    assert result.status == Status.DONE, result.message
+    layers = set(MetricScore.objects.filter(result=result).values_list("layer", flat=True))
+    assert {"pre_logits", "layer1", "layer4"} <= layers
+    tmi = dict(MetricScore.objects.filter(result=result, metric="tmi")
+               .values_list("layer", "value"))
+    assert result.best_stage == max(tmi, key=tmi.get)
+
+
+def test_a_redelivered_task_changes_nothing(owner, dataset):
+    checkpoint = saved_checkpoint("ck-a")
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["tmi"],
+                                   enqueue_work=False)
+    result = evaluation.results.get()
+    assert jobs.evaluate_checkpoint(result.pk) == evaluation.pk  # the last one claims the end
+    first = list(MetricScore.objects.filter(result=result).values_list("pk", "value"))
+    assert jobs.evaluate_checkpoint(result.pk) is None
+    assert list(MetricScore.objects.filter(result=result).values_list("pk", "value")) == first
+    jobs.finalize_evaluation(evaluation.pk)
+    jobs.finalize_evaluation(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE
+    assert evaluation.finished_at is not None
+
+
+def test_complementarity_can_come_from_the_checkpoints_own_heads(owner, dataset):
+    a = saved_checkpoint("head-a", num_classes=10, source_classes=DIGITS, seed=1)
+    b = saved_checkpoint("head-b", "test_vit", num_classes=10, source_classes=DIGITS, seed=2)
+    evaluation = submit_evaluation(owner, dataset, [a, b], metrics=["leep", "nce"],
+                                   correctness_source="source", enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE, evaluation.message
+    report = evaluation.complementarity
+    assert report["source"] == "source"
+    assert report["names"] == ["head-a", "head-b"]
+    assert report["n_samples"] == 24
+    for result in evaluation.results.all():
+        assert set(result.scores.values_list("metric", flat=True)) == {"leep", "nce"}
+
+
+def test_the_rank_command_writes_json_through_the_same_path(tmp_path):
+    saved_checkpoint("cli-a", "test_resnet", seed=1)
+    saved_checkpoint("cli-b", "test_convnext", seed=2)
+    archive = image_folder_zip(tmp_path / "cli.zip", {"x": 6, "y": 6}, seed=3)
+    out = tmp_path / "out.json"
+    call_command("rank", str(archive), "--checkpoint", "cli-a", "--checkpoint", "cli-b",
+                 "--metrics", "tmi,logme,knn_accuracy", "--json", str(out))
+    body = json.loads(out.read_text())
+    assert body["status"] == "done"
+    assert sorted(r["rank"] for r in body["results"]) == [1, 2]
+    for r in body["results"]:
+        assert set(r["scores"]) == {"tmi", "logme", "knn_accuracy"}
+        assert all(math.isfinite(v) for v in r["scores"].values())
+    assert sorted(body["complementarity"]["names"]) == ["cli-a", "cli-b"]
+    assert Evaluation.objects.get().owner.username == "cli"
+
+
+def test_the_rank_command_names_what_is_wrong(tmp_path):
+    archive = image_folder_zip(tmp_path / "cli.zip", {"x": 3, "y": 3})
+    with pytest.raises(CommandError, match="unknown checkpoints: ghost"):
+        call_command("rank", str(archive), "--checkpoint", "ghost")
+    saved_checkpoint("cli-a")
+    with pytest.raises(CommandError, match="Unknown metric|unknown metric|bogus"):
+        call_command("rank", str(archive), "--metrics", "bogus")
+    bad = image_folder_zip(tmp_path / "bad.zip", {"only": 3})
+    with pytest.raises(CommandError, match="at least 2 class folders"):
+        call_command("rank", str(bad))
