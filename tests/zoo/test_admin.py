@@ -218,3 +218,27 @@ def test_refresh_restores_timms_fields_on_uncurated_rows_only(admin_client):
     [message] = [str(m) for m in response.context["messages"]]
     assert "updated 1, unchanged 0, curated skipped 1, failed 1" in message
     assert "my-finetune: not a pretrained tag in timm's registry" in message
+
+
+def test_a_checkpoint_uploaded_in_the_admin_scores_in_an_evaluation(admin_client, owner,
+                                                                   tmp_path):
+    from tests.builders import image_folder_zip
+    from transferability.datasets import create_target_dataset
+    from transferability.submission import submit_evaluation
+    from workers.jobs import run_inline
+
+    upload = SimpleUploadedFile("mine.safetensors", safetensors_bytes(tiny_state_dict()))
+    response = admin_client.post(ADD, add_form("my-upload", upload))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    checkpoint = Checkpoint.objects.get(name="my-upload")
+    dataset = create_target_dataset(
+        owner, "colours", image_folder_zip(tmp_path / "d.zip", {"a": 6, "b": 6}))
+
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["tmi", "logme"],
+                                   enqueue_work=False)
+    run_inline(evaluation.pk)
+
+    result = evaluation.results.get()
+    assert result.status == "done", result.message
+    assert set(result.scores.values_list("metric", flat=True)) == {"tmi", "logme"}
+    assert result.feature_dim == 96
