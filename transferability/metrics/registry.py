@@ -1,0 +1,95 @@
+"""The metric panel: one :class:`MetricSpec` per metric, keyed by function name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .baselines import knn_accuracy, probe_accuracy
+from .bhattacharyya import gbc
+from .coding_rate import transrate
+from .covariance import hscore, shrinkage_hscore
+from .distance_correlation import parc
+from .evidence import logme
+from .fisher import sfda
+from .knn_entropy import tmi
+from .mixture import nleep
+from .neural_collapse import ncti
+from .source_head import leep, nce
+
+__all__ = ["MetricSpec", "REGISTRY", "applicable_metrics", "get_metric"]
+
+FEATURES = "features"
+SOURCE_PROBS = "source_probs"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # function name, used as a key in the database and the API
+    label: str  # for page headers
+    func: Callable[..., float]  # func(inputs, labels) -> float
+    needs: str  # 'features' or 'source_probs'
+    higher_is_better: bool
+    kind: str  # 'metric' or 'baseline'
+    reference: str  # short citation
+
+
+_SPECS = [
+    MetricSpec("tmi", "TMI", tmi, FEATURES, True, "metric", "Xu & Kang, ICCV 2023"),
+    MetricSpec("logme", "LogME", logme, FEATURES, True, "metric", "You et al., ICML 2021"),
+    MetricSpec("leep", "LEEP", leep, SOURCE_PROBS, True, "metric", "Nguyen et al., ICML 2020"),
+    MetricSpec("nleep", "N-LEEP", nleep, FEATURES, True, "metric", "Li et al., CVPR 2021"),
+    MetricSpec("nce", "NCE", nce, SOURCE_PROBS, True, "metric", "Tran et al., ICCV 2019"),
+    MetricSpec("hscore", "H-score", hscore, FEATURES, True, "metric", "Bao et al., ICIP 2019"),
+    MetricSpec("shrinkage_hscore", "Shrinkage H-score", shrinkage_hscore, FEATURES, True,
+               "metric", "Ibrahim et al., ECML-PKDD 2022"),
+    MetricSpec("gbc", "GBC", gbc, FEATURES, True, "metric", "Pandy et al., CVPR 2022"),
+    MetricSpec("sfda", "SFDA", sfda, FEATURES, True, "metric", "Shao et al., ECCV 2022"),
+    MetricSpec("transrate", "TransRate", transrate, FEATURES, True, "metric",
+               "Huang et al., ICML 2022"),
+    MetricSpec("parc", "PARC", parc, FEATURES, True, "metric", "Bolya et al., NeurIPS 2021"),
+    MetricSpec("ncti", "NCTI", ncti, FEATURES, True, "metric", "Wang et al., ICCV 2023"),
+    MetricSpec("knn_accuracy", "k-NN accuracy", knn_accuracy, FEATURES, True, "baseline",
+               "leave-one-out 5-NN; Cover & Hart 1967"),
+    MetricSpec("probe_accuracy", "Linear probe accuracy", probe_accuracy, FEATURES, True,
+               "baseline", "5-fold logistic regression; Kornblith et al., CVPR 2019"),
+]
+
+REGISTRY: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def get_metric(name: str) -> MetricSpec:
+    """The spec registered under ``name``; ValueError listing the valid names otherwise."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown metric {name!r}; valid names: {', '.join(REGISTRY)}"
+        ) from None
+
+
+def applicable_metrics(
+    has_source_head: bool, names: Iterable[str] | None = None
+) -> list[MetricSpec]:
+    """Specs to run, in registry order.
+
+    ``names=None`` selects every metric; otherwise only those named (unknown names raise
+    ValueError naming them all). Metrics that need the source head's softmax are dropped
+    when the checkpoint has no head.
+    """
+    if names is None:
+        wanted = set(REGISTRY)
+    else:
+        if isinstance(names, str):
+            names = [names]
+        wanted = set(names)
+        unknown = sorted(str(n) for n in wanted if n not in REGISTRY)
+        if unknown:
+            raise ValueError(
+                f"unknown metrics {unknown}; valid names: {', '.join(REGISTRY)}"
+            )
+    return [
+        spec
+        for name, spec in REGISTRY.items()
+        if name in wanted and (has_source_head or spec.needs != SOURCE_PROBS)
+    ]
