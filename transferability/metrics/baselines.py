@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from ..probes import probe_correctness
 from ._validation import check_features_labels, check_positive_int, class_counts, pow2_scale
 
 __all__ = ["knn_accuracy", "probe_accuracy"]
@@ -86,12 +83,7 @@ def probe_accuracy(
             "probe accuracy needs at least 2 samples per class for a stratified split; "
             "a class has fewer than 2 samples"
         )
-    X = X / X.dtype.type(pow2_scale(X))  # exact; avoids overflow at extreme scales
-    folds = StratifiedKFold(n_splits=min(n_splits, smallest), shuffle=True,
-                            random_state=random_state)
-    correct = 0
-    for train, test in folds.split(X, y):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-        probe.fit(X[train], y[train])
-        correct += int(np.sum(probe.predict(X[test]) == y[test]))
-    return correct / X.shape[0]
+    # One implementation of the probe, shared with complementarity (which needs the same
+    # out-of-fold predictions per sample, and gets them remembered from this call).
+    correct = probe_correctness(X, y, folds=n_splits, seed=random_state, C=C, max_iter=max_iter)
+    return float(np.mean(correct))

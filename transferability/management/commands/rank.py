@@ -9,7 +9,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from transferability.api.serializers import evaluation_payload
 from transferability.datasets import ArchiveError, create_target_dataset
-from transferability.models import TargetDataset
 from transferability.results import ranked_rows
 from transferability.submission import SubmissionError, submit_evaluation
 from workers.jobs import run_inline
