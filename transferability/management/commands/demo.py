@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from transferability.bundled import digits_archive
 from transferability.datasets import create_target_dataset
-from transferability.models import Evaluation, TargetDataset
+from transferability.models import TargetDataset
 from transferability.submission import submit_evaluation
 from zoo.models import Checkpoint
 from zoo.pretraining import DEMO_RECIPES, mnist_tensors, pretrain_and_register
