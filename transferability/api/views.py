@@ -45,7 +45,8 @@ class DatasetDetail(generics.RetrieveDestroyAPIView):
 
 class EvaluationList(APIView):
     def get(self, request):
-        evaluations = Evaluation.objects.filter(owner=request.user).select_related("dataset")[:100]
+        evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
+                       .prefetch_related("results")[:100])
         return Response([
             {"id": e.pk, "dataset": e.dataset_id, "dataset_name": e.dataset.name,
              "status": e.status, "progress": round(e.progress, 4), "created_at": e.created_at,
