@@ -15,7 +15,11 @@ def dataset(api, tmp_path):
     with open(archive, "rb") as f:
         response = api.post("/api/datasets/", {"name": "ab", "file": f}, format="multipart")
     assert response.status_code == 201
-    return TargetDataset.objects.get(pk=response.json()["id"])
+    dataset_id = response.json()["id"]
+    # WSGI servers accept only plain str header values (DRF's Hyperlink is a subclass).
+    assert type(response["Location"]) is str
+    assert response["Location"].endswith(f"/api/datasets/{dataset_id}/")
+    return TargetDataset.objects.get(pk=dataset_id)
 
 
 def test_it_needs_a_token():

@@ -33,7 +33,7 @@ class DatasetList(generics.ListAPIView):
             return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         body = TargetDatasetSerializer(dataset, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED,
-                        headers={"Location": body["url"]})
+                        headers={"Location": str(body["url"])})  # a plain str for WSGI
 
 
 class DatasetDetail(generics.RetrieveDestroyAPIView):
