@@ -4,6 +4,9 @@ import os
 
 from celery import Celery
 
+from workers import file_broker
+
+file_broker.register()  # the on-disk transport of the embedded default
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("zoorank")

@@ -7,7 +7,8 @@ otherwise, exactly as the app does.
 import os
 import tempfile
 
-os.environ.setdefault("ZOORANK_VAR_DIR", tempfile.mkdtemp(prefix="zoorank-test-"))
+if "ZOORANK_VAR_DIR" not in os.environ:  # a worker started by the suite gets the suite's
+    os.environ["ZOORANK_VAR_DIR"] = tempfile.mkdtemp(prefix="zoorank-test-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from .settings import *  # noqa: E402,F403
