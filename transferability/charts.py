@@ -31,8 +31,12 @@ def score_bars(rows, spec) -> str:
 def flips_heatmap(report: dict) -> str:
     names = report["names"]
     flips = report["positive_flips"]
+    # zmin=0 alone leaves plotly to centre an all-zero matrix on 0 (a mid-blue square and a
+    # colour bar running into negative shares): pin the top of the scale too.
+    top = max((value for row in flips for value in row), default=0.0)
     fig = go.Figure(go.Heatmap(
-        z=flips, x=names, y=names, colorscale="Blues", zmin=0,
+        z=flips, x=names, y=names, colorscale="Blues", zmin=0, zmax=max(top, 1.0),
+        texttemplate="%{z:.1f}", xgap=2, ygap=2,
         hovertemplate="%{y} right, %{x} wrong: %{z:.2f}% of samples<extra></extra>",
         colorbar=dict(title="%"),
     ))

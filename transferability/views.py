@@ -4,7 +4,8 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpResponse
+from django.db.models import Count
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -21,10 +22,14 @@ from .submission import SubmissionError, submit_evaluation
 
 @login_required
 def dashboard(request):
+    datasets = TargetDataset.objects.filter(owner=request.user)
+    evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
+                   .annotate(num_results=Count("results")))
     return render(request, "transferability/dashboard.html", {
-        "datasets": TargetDataset.objects.filter(owner=request.user)[:20],
-        "evaluations": Evaluation.objects.filter(owner=request.user)
-                                         .select_related("dataset")[:20],
+        "datasets": datasets[:20],
+        "evaluations": evaluations[:20],
+        "dataset_count": datasets.count(),
+        "evaluation_count": evaluations.count(),
         "zoo_size": Checkpoint.objects.count(),
         "zoo_enabled": Checkpoint.objects.filter(enabled=True).count(),
     })
@@ -88,6 +93,9 @@ def evaluation_detail(request, pk):
         columns[0] if columns else None)
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
+        "rank_label": chart_spec.label if chart_spec else "",
+        # Headers may wrap between words but not at a hyphen ("H-" / "score").
+        "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},
         "score_chart": charts.score_bars(rows, chart_spec) if chart_spec else "",
         "flips_chart": charts.flips_heatmap(evaluation.complementarity)
         if evaluation.complementarity else "",
@@ -117,6 +125,8 @@ def _top_pairs(report, limit: int = 10) -> list[dict]:
 
 @login_required
 def evaluation_export(request, pk, fmt):
+    if fmt not in ("csv", "json"):
+        raise Http404("exports are CSV or JSON")
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
     rows = ranked_rows(evaluation)
     filename = f"evaluation-{evaluation.pk}.{fmt}"

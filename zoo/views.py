@@ -22,7 +22,9 @@ def checkpoint_list(request):
     if request.GET.get("enabled") == "1":
         queryset = queryset.filter(enabled=True)
     order = request.GET.get("order", "name")
-    queryset = queryset.order_by(order if order in SORTABLE else "name", "name")
+    if order not in SORTABLE:
+        order = "name"
+    queryset = queryset.order_by(order, "name")
     page = Paginator(queryset, 50).get_page(request.GET.get("page"))
     families = (Checkpoint.objects.exclude(family="").values_list("family", flat=True)
                 .distinct().order_by("family"))

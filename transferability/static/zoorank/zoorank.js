@@ -33,6 +33,11 @@
     });
   }
 
+  // The server renders Status labels ("Running"); the API gives the values ("running").
+  function statusLabel(status) {
+    return status ? status.charAt(0).toUpperCase() + status.slice(1) : "";
+  }
+
   function watchEvaluation() {
     var state = document.getElementById("evaluation-state");
     if (!state) return;
@@ -41,12 +46,15 @@
     var api = state.dataset.api;
     function poll() {
       fetch(api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-        .then(function (r) { return r.json(); })
+        .then(function (r) {
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        })
         .then(function (data) {
           document.getElementById("overall-progress").value = data.progress;
           document.getElementById("overall-percent").textContent = Math.round(data.progress * 100) + "%";
           var badge = document.getElementById("status-badge");
-          badge.textContent = data.status;
+          badge.textContent = statusLabel(data.status);
           badge.className = "badge " + data.status;
           data.results.forEach(function (r) {
             var row = document.querySelector('tr[data-checkpoint="' + CSS.escape(r.checkpoint.name) + '"]');
@@ -56,7 +64,7 @@
             if (bar) { bar.max = r.images_total || 1; bar.value = r.images_done; }
             if (count) count.textContent = r.images_done + "/" + r.images_total;
             var status = row.querySelector(".result-status .badge");
-            if (status) { status.textContent = r.status; status.className = "badge " + r.status; }
+            if (status) { status.textContent = statusLabel(r.status); status.className = "badge " + r.status; }
           });
           if (finished.indexOf(data.status) >= 0) { window.location.reload(); return; }
           setTimeout(poll, 1500);
