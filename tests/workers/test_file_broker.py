@@ -24,7 +24,8 @@ def test_a_message_appears_only_when_complete(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(file_broker.os, "replace", replace)
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder),
+               "control_folder": str(tmp_path / "control")}
     with Connection(f"{file_broker.ALIAS}://", transport_options=options) as conn:
         queue = conn.SimpleQueue("gpu")
         queue.put({"result_id": 7})
