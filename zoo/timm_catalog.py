@@ -151,8 +151,12 @@ def catalog_entries(pattern: str | None = None, limit: int | None = None, *,
 def import_catalog(pattern: str | None = None, limit: int | None = None, *,
                    names: Iterable[str] | None = None, measure_sizes: bool = True,
                    jobs: int | None = None, sizes_cache: Path | None = None,
-                   progress=None, on_problem: ProblemHandler = _log_problem) -> ImportSummary:
+                   progress=None, on_problem: ProblemHandler = _log_problem,
+                   enable_new: bool = False) -> ImportSummary:
     """Create or update one Checkpoint per pretrained tag; curated rows are never touched.
+
+    New rows are disabled unless ``enable_new``: "every enabled checkpoint" is what an
+    evaluation takes by default, and a thousand hub downloads is rarely what was meant.
 
     Only rows whose fields differ are written (``updated_at`` moves only for them), so a
     second run over the same registry reports everything unchanged. ``sizes_cache``
@@ -185,7 +189,7 @@ def import_catalog(pattern: str | None = None, limit: int | None = None, *,
     for entry in entries:
         row = existing.get(entry["name"])
         if row is None:
-            to_create.append(Checkpoint(**entry))
+            to_create.append(Checkpoint(**entry, enabled=enable_new))
         elif row.curated:
             summary.curated_skipped += 1
         else:

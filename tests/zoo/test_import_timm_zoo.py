@@ -58,7 +58,8 @@ def test_it_imports_each_pretrained_tag_with_timms_config():
     assert row.license == cfg.license
     assert row.source_dataset == "ImageNet-1k"
     assert row.source_top1 is None  # timm's wheel ships no results table
-    assert not row.curated and row.enabled
+    assert not row.curated
+    assert not row.enabled  # imported rows wait for an admin to enable them
 
     real = timm.create_model("resnet18", pretrained=False)
     assert row.param_count == sum(p.numel() for p in real.parameters()) == 11_689_512
@@ -212,3 +213,14 @@ def test_an_import_without_sizes_keeps_the_sizes_already_known():
 ])
 def test_source_dataset_comes_from_the_tag(tag, num_classes, expected):
     assert source_dataset_of(tag, num_classes) == expected
+
+
+def test_enable_turns_on_new_rows_only_and_re_runs_keep_what_the_admin_chose():
+    run("--pattern", PATTERN, "--no-sizes", "--limit", "3")
+    first = set(Checkpoint.objects.values_list("name", flat=True))
+    Checkpoint.objects.filter(name=sorted(first)[0]).update(enabled=True)
+
+    run("--pattern", PATTERN, "--no-sizes", "--enable")
+
+    enabled = set(Checkpoint.objects.filter(enabled=True).values_list("name", flat=True))
+    assert enabled == (set(timm.list_pretrained(PATTERN)) - first) | {sorted(first)[0]}

@@ -20,9 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-sizes", action="store_true",
                             help="skip parameter counts and feature widths (much faster)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument("--enable", action="store_true",
+                            help="enable the rows this run creates (default: created disabled; "
+                                 "enable the ones you want in the admin)")
 
     def handle(self, *args, pattern=None, limit=None, jobs=None, no_sizes=False,
-               no_progress=False, **options):
+               no_progress=False, enable=False, **options):
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1")
         if jobs is not None and jobs < 1:
@@ -35,7 +38,8 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         summary = import_catalog(pattern, limit, measure_sizes=not no_sizes, jobs=jobs,
-                                 progress=None if no_progress else stream, on_problem=warn)
+                                 progress=None if no_progress else stream, on_problem=warn,
+                                 enable_new=enable)
         total = (summary.created + summary.updated + summary.unchanged + summary.curated_skipped
                  + summary.failed)
         if not total:
