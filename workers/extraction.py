@@ -51,15 +51,18 @@ def pixel_transform(data_config: dict) -> transforms.Compose:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, root: Path, paths: Sequence[str], transform):
-        self.root, self.paths, self.transform = Path(root), list(paths), transform
+    """Each image decoded once, then put through every transform asked for."""
+
+    def __init__(self, root: Path, paths: Sequence[str], transforms_: Sequence):
+        self.root, self.paths, self.transforms = Path(root), list(paths), list(transforms_)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         with Image.open(self.root / self.paths[i]) as im:
-            return self.transform(im.convert("RGB"))
+            rgb = im.convert("RGB")
+        return tuple(transform(rgb) for transform in self.transforms)
 
 
 def loader_workers() -> int:
@@ -71,32 +74,51 @@ def loader_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def pixel_cache_key(dataset_hash: str, data_config: dict) -> str:
+    return caches.content_key(dataset=dataset_hash, pixels=pixel_key(data_config))
+
+
 def pixel_batches(dataset_root: Path, dataset_hash: str, paths: Sequence[str],
-                  data_config: dict, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 batches N x 3 x H x W, from the image cache, filling it on first use."""
-    key = caches.content_key(dataset=dataset_hash, pixels=pixel_key(data_config))
+                  data_config: dict, batch_size: int,
+                  also: Sequence[dict] = ()) -> Iterator[torch.Tensor]:
+    """uint8 batches N x 3 x H x W, from the image cache, filling it on first use.
+
+    When the files must be decoded, the same pass also fills the cache for the other
+    preprocessings in ``also`` (the other checkpoints of an evaluation), so each image is
+    decoded once.
+    """
+    key = pixel_cache_key(dataset_hash, data_config)
     n = len(paths)
     if caches.images.has(key, "pixels"):
         cached = caches.images.load(key, "pixels", mmap=True)
         for start in range(0, n, batch_size):
             yield torch.from_numpy(np.array(cached[start:start + batch_size]))  # a writable copy
         return
-    _, h, w = data_config["input_size"]
-    array, tmp = caches.images.open_for_writing(key, "pixels", (n, 3, h, w), np.uint8)
+    configs = {key: data_config}
+    for other in also:
+        other_key = pixel_cache_key(dataset_hash, other)
+        if other_key not in configs and not caches.images.has(other_key, "pixels"):
+            configs[other_key] = other
+    targets = {k: caches.images.open_for_writing(k, "pixels", (n, 3, *c["input_size"][1:]),
+                                                 np.uint8)
+               for k, c in configs.items()}
     loader = torch.utils.data.DataLoader(
-        ImageFiles(dataset_root, paths, pixel_transform(data_config)),
+        ImageFiles(dataset_root, paths, [pixel_transform(c) for c in configs.values()]),
         batch_size=batch_size, num_workers=loader_workers(),
         pin_memory=torch.cuda.is_available(), persistent_workers=False,
     )
     try:
         start = 0
-        for batch in loader:
-            array[start:start + len(batch)] = batch.numpy()
-            start += len(batch)
-            yield batch
-        caches.images.commit(array, tmp, key, "pixels")
+        for batches in loader:
+            for (array, _), batch in zip(targets.values(), batches):
+                array[start:start + len(batch)] = batch.numpy()
+            start += len(batches[0])
+            yield batches[0]
+        for k, (array, tmp) in targets.items():
+            caches.images.commit(array, tmp, k, "pixels")
     finally:
-        caches.images.discard(tmp)
+        for _, tmp in targets.values():
+            caches.images.discard(tmp)
 
 
 @dataclass

@@ -128,7 +128,8 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
     batch_size = 64 if device.type == "cpu" else 256
     extracted = extract(
         model, device,
-        pixel_batches(dataset.root, dataset.content_hash, paths, config, batch_size),
+        pixel_batches(dataset.root, dataset.content_hash, paths, config, batch_size,
+                      also=_other_preprocessings(result)),
         total=len(paths), data_config=config, want_logits=checkpoint.has_source_head,
         want_stages=want_stages, batch_size=batch_size, progress=_progress_writer(result.pk),
     )
@@ -146,6 +147,14 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
     ).update(feature_dim=dim, param_count=sum(p.numel() for p in model.parameters()))
     return Features(key, extracted.arrays, labels, extracted.stage_names, from_cache=False,
                     device=extracted.device, seconds=extracted.seconds)
+
+
+def _other_preprocessings(result: CheckpointResult) -> list[dict]:
+    """Data configs of the evaluation's checkpoints still to run: decoded in the same pass."""
+    others = (CheckpointResult.objects.filter(evaluation_id=result.evaluation_id,
+                                              status=Status.PENDING)
+              .exclude(pk=result.pk).select_related("checkpoint"))
+    return [other.checkpoint.data_config() for other in others]
 
 
 def _cached_stage_names(key: str) -> list[str] | None:

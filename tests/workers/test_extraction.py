@@ -87,3 +87,30 @@ def test_the_batch_size_backs_off_on_out_of_memory(images, monkeypatch):
     assert max(wrapped.sizes) <= 3
     np.testing.assert_allclose(out.arrays["pre_logits"], reference.arrays["pre_logits"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_one_decoding_pass_fills_the_cache_for_every_preprocessing(images, monkeypatch):
+    from PIL import Image as PILImage
+
+    from workers import extraction
+
+    root, paths = images
+    monkeypatch.setenv("ZOORANK_LOADER_WORKERS", "0")  # decode here, where we count
+    other = {**CONFIG, "input_size": (3, 24, 24), "interpolation": "bicubic"}
+    opened = []
+    real_open = PILImage.open
+    monkeypatch.setattr(extraction.Image, "open", lambda p: opened.append(p) or real_open(p))
+
+    batches = list(pixel_batches(root, "hash-2", paths, CONFIG, 5, also=[other, CONFIG]))
+
+    assert len(opened) == len(paths)  # each image decoded once
+    assert sum(len(b) for b in batches) == len(paths)
+    first = caches.images.load(caches.content_key(dataset="hash-2", pixels=pixel_key(CONFIG)),
+                               "pixels")
+    second = caches.images.load(caches.content_key(dataset="hash-2", pixels=pixel_key(other)),
+                                "pixels")
+    assert first.shape == (len(paths), 3, 32, 32) and second.shape == (len(paths), 3, 24, 24)
+    # The second preprocessing's cache holds what its own pass would have produced.
+    expected = torch.cat(list(pixel_batches(root, "hash-3", paths, other, 5))).numpy()
+    np.testing.assert_array_equal(second, expected)
+    assert len(opened) == 2 * len(paths)  # hash-3 had no cache: decoded again, once
