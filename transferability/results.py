@@ -13,6 +13,7 @@ class ResultRow:
     result: CheckpointResult
     scores: dict[str, float | None] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float | None] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
     stage_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -40,6 +41,7 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
         for score in result.scores.all():
             if score.layer == MetricScore.PRE_LOGITS:
                 row.scores[score.metric] = score.value
+                row.seconds[score.metric] = score.seconds
                 if score.error:
                     row.errors[score.metric] = score.error
             else:

@@ -51,6 +51,7 @@ def test_it_takes_a_zip_from_upload_to_a_ranked_evaluation(api, tmp_path, worker
         assert math.isfinite(r["scores"]["tmi"])
         assert r["images_done"] == r["images_total"] == 30
         assert r["checkpoint"]["feature_dim"] > 0
+        assert set(r["score_seconds"]) == set(r["scores"])  # what each metric cost
     assert sorted(r["rank"] for r in results) == [1, 2, 3]
     by_rank = sorted(results, key=lambda r: r["rank"])
     assert by_rank[0]["scores"]["tmi"] >= by_rank[1]["scores"]["tmi"] >= by_rank[2]["scores"]["tmi"]

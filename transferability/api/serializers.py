@@ -101,6 +101,7 @@ def result_payload(row) -> dict:
         "scores": row.scores,
         "ranks": row.ranks,
         "errors": row.errors,
+        "score_seconds": row.seconds,
         "best_stage": result.best_stage or None,
         "stage_scores": row.stage_scores,
     }
