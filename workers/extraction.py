@@ -163,6 +163,8 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
     """Run ``model`` over uint8 ``batches`` and gather float32 features per layer."""
     start_time = time.perf_counter()
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
     # Channels-last suits convolutions on CUDA and on oneDNN CPUs alike.
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     mean = torch.tensor(data_config["mean"], device=device).view(1, -1, 1, 1) * 255
