@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from django.db.models import Prefetch
+
 from .metrics import REGISTRY
 from .models import CheckpointResult, Evaluation, MetricScore, Status
 
@@ -34,7 +36,9 @@ def metric_columns(evaluation: Evaluation) -> list:
 
 
 def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
-    results = list(evaluation.results.select_related("checkpoint").prefetch_related("scores"))
+    # Scores in the order they were written: stages in network order.
+    scores = Prefetch("scores", queryset=MetricScore.objects.order_by("pk"))
+    results = list(evaluation.results.select_related("checkpoint").prefetch_related(scores))
     rows = []
     for result in results:
         row = ResultRow(result)

@@ -100,8 +100,22 @@ def evaluation_detail(request, pk):
         "flips_chart": charts.flips_heatmap(evaluation.complementarity)
         if evaluation.complementarity else "",
         "pairs": _top_pairs(evaluation.complementarity),
+        "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
     }
     return render(request, "transferability/evaluation_detail.html", context)
+
+
+def _stage_rows(rows, spec) -> list[dict]:
+    """Per checkpoint: the metric at each stage, in network order, then at the pre-logits."""
+    stage_rows = []
+    for row in rows:
+        layers = [(layer, scores.get(spec.name)) for layer, scores in row.stage_scores.items()]
+        if not layers:
+            continue
+        layers.append(("pre-logits", row.scores.get(spec.name)))
+        stage_rows.append({"checkpoint": row.checkpoint.name, "layers": layers,
+                           "best": row.result.best_stage})
+    return stage_rows
 
 
 def _top_pairs(report, limit: int = 10) -> list[dict]:

@@ -97,3 +97,19 @@ def test_the_rank_command_names_what_is_wrong(tmp_path):
     bad = image_folder_zip(tmp_path / "bad.zip", {"only": 3})
     with pytest.raises(CommandError, match="at least 2 class folders"):
         call_command("rank", str(bad))
+
+
+def test_the_evaluation_page_lists_stages_in_network_order(client, owner, dataset):
+    checkpoint = saved_checkpoint("ck-byob-stages", "test_byobnet")
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["tmi"],
+                                   score_stages=True, enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    client.force_login(owner)
+
+    page = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
+
+    section = page[page.index('id="stages"'):]
+    # Network order, which sorting by name would break (final_conv < stages.0 < stem).
+    names = ["stem", "stages.0", "stages.1", "stages.2", "final_conv", "pre-logits"]
+    positions = [section.index(f">{name} ") for name in names]
+    assert positions == sorted(positions)
