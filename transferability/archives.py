@@ -14,6 +14,7 @@ import shutil
 import stat
 import uuid
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,8 @@ MANIFEST = "manifest.json"
 _JUNK_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _RATIO_MIN_BYTES = 1 << 20  # small files may compress well without being a bomb
 _MAX_LISTED = 5
+# What zipfile raises for a damaged archive: bad CRC, truncated data, unknown compression.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError)
 
 
 class ArchiveError(ValueError):
@@ -72,6 +75,8 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
         raise ArchiveError("the file is not a zip archive") from None
+    except _DAMAGED as exc:
+        raise ArchiveError(f"the archive is damaged: {exc}") from None
     with zf:
         members = _image_members(zf, limits)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +85,9 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
         try:
             unpacked = _extract(zf, members, tmp, limits)
             os.replace(tmp, dest)
+        except _DAMAGED as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArchiveError(f"the archive is damaged: {exc}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

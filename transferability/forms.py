@@ -11,8 +11,22 @@ class DatasetUploadForm(forms.Form):
     file = forms.FileField(help_text="A .zip with one folder per class, images inside.")
 
 
+class CheckpointChoiceField(forms.ModelMultipleChoiceField):
+    """Ids that cannot be primary keys are invalid choices, not a database error."""
+
+    def _check_values(self, value):
+        for pk in value:
+            try:
+                if not 0 < int(str(pk)) < 2**63:
+                    raise ValueError
+            except ValueError:
+                raise forms.ValidationError(self.error_messages["invalid_choice"],
+                                            code="invalid_choice", params={"value": pk})
+        return super()._check_values(value)
+
+
 class EvaluationForm(forms.Form):
-    checkpoints = forms.ModelMultipleChoiceField(
+    checkpoints = CheckpointChoiceField(
         queryset=Checkpoint.objects.filter(enabled=True),
         widget=forms.CheckboxSelectMultiple,
         help_text="Checkpoints to score.",

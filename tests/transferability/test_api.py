@@ -114,3 +114,25 @@ def test_the_metric_registry_is_served(api):
     assert names[0] == "tmi"
     assert {"logme", "leep", "knn_accuracy", "probe_accuracy"} <= set(names)
     assert next(m for m in metrics if m["name"] == "leep")["needs"] == "source_probs"
+
+
+@pytest.mark.parametrize("ids", [[10**20], [-1], [0]])
+def test_ids_that_cannot_exist_are_unknown_not_a_crash(api, dataset, ids):
+    saved_checkpoint("ck-a")
+    response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": ids},
+                        format="json")
+    assert response.status_code == 400
+    assert "Unknown or disabled checkpoints" in response.content.decode()
+
+
+def test_the_page_form_refuses_ids_that_cannot_exist(client, owner, dataset):
+    saved_checkpoint("ck-a")
+    client.force_login(owner)
+    response = client.post(f"/datasets/{dataset.pk}/",
+                           {"checkpoints": ["1e20"], "correctness_source": "target"})
+    assert response.status_code == 200
+    assert "not one of the available choices" in response.content.decode()
+    response = client.post(f"/datasets/{dataset.pk}/",
+                           {"checkpoints": [str(10**20)], "correctness_source": "target"})
+    assert response.status_code == 200
+    assert Evaluation.objects.count() == 0

@@ -107,3 +107,20 @@ def test_a_file_object_works_like_a_path(tmp_path):
     archive = image_folder_zip(tmp_path / "a.zip", {"a": 2, "b": 2})
     unpacked = unpack_image_folder(io.BytesIO(archive.read_bytes()), tmp_path / "ds")
     assert unpacked.class_counts == [2, 2]
+
+
+def test_a_damaged_archive_is_refused_with_a_message_and_leaves_nothing(tmp_path):
+    archive = image_folder_zip(tmp_path / "a.zip", {"a": 3, "b": 3}, size=20)
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"IHDR")  # inside the first stored PNG: its CRC no longer matches
+    data[start:start + 8] = b"XXXXXXXX"
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(archive.read_bytes()[: len(data) // 2])
+
+    with pytest.raises(ArchiveError, match="damaged"):
+        unpack_image_folder(damaged, tmp_path / "store" / "d1")
+    with pytest.raises(ArchiveError, match="not a zip|damaged"):
+        unpack_image_folder(truncated, tmp_path / "store" / "d2")
+    assert not any((tmp_path / "store").iterdir())

@@ -51,7 +51,8 @@ class CheckpointChoiceField(serializers.Field):
         names = [d for d in data if isinstance(d, str)]
         if len(ids) + len(names) != len(data):
             self.fail("invalid")
-        chosen = list(enabled.filter(pk__in=ids)) + list(enabled.filter(name__in=names))
+        possible = [d for d in ids if 0 < d < 2**63]  # others name no row, and overflow SQL
+        chosen = list(enabled.filter(pk__in=possible)) + list(enabled.filter(name__in=names))
         found = {c.pk for c in chosen} | {c.name for c in chosen}
         unknown = [str(d) for d in data if d not in found]
         if unknown:
