@@ -85,6 +85,9 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
         try:
             unpacked = _extract(zf, members, tmp, limits)
             os.replace(tmp, dest)
+        except ArchiveError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except _DAMAGED as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ArchiveError(f"the archive is damaged: {exc}") from None
@@ -238,7 +241,9 @@ def _check_image(path: Path, max_pixels: int) -> str | None:
             if width * height > max_pixels:
                 return f"{width}x{height} pixels is over the limit of {max_pixels}"
             im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        return "not an image format that can be read"
+    except (OSError, SyntaxError, ValueError) as exc:
         return f"does not decode ({str(exc).splitlines()[0][:120] or type(exc).__name__})"
     except Image.DecompressionBombError as exc:
         return str(exc)[:160]

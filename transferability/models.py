@@ -124,9 +124,12 @@ class CheckpointResult(models.Model):
     """The outcome of one checkpoint in one evaluation."""
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
-    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="results")
+    # A checkpoint that was evaluated is disabled, not deleted: deleting it would rewrite
+    # finished rankings and strand queued work.
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="results")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
     images_done = models.PositiveIntegerField(default=0)
     images_total = models.PositiveIntegerField(default=0)
     feature_dim = models.PositiveIntegerField(null=True, blank=True)

@@ -23,9 +23,7 @@ class ResultRow:
     def checkpoint(self):
         return self.result.checkpoint
 
-    @property
-    def rank(self) -> int | None:
-        return self.ranks.get(PRIMARY_METRIC) or (next(iter(self.ranks.values()), None))
+    rank: int | None = None  # by the evaluation's ranking metric (ranking_metric)
 
 
 def metric_columns(evaluation: Evaluation) -> list:
@@ -60,5 +58,16 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
             if row.scores[name] != previous:
                 rank, previous = position, row.scores[name]
             row.ranks[name] = rank
+    ranking = ranking_metric(rows)
+    for row in rows:
+        row.rank = row.ranks.get(ranking) if ranking else None
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.checkpoint.name))
     return rows
+
+
+def ranking_metric(rows: list[ResultRow]) -> str | None:
+    """One metric ranks a whole evaluation: TMI when it was scored, else the first scored."""
+    scored = {name for row in rows for name in row.ranks}
+    if PRIMARY_METRIC in scored:
+        return PRIMARY_METRIC
+    return next((name for name in REGISTRY if name in scored), None)

@@ -27,7 +27,7 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
     """
     if dataset.owner_id != owner.pk:
         raise SubmissionError("that dataset is not yours")
-    checkpoints = list(checkpoints)
+    checkpoints = list({c.pk: c for c in checkpoints}.values())  # each once
     if not checkpoints:
         raise SubmissionError("choose at least one checkpoint")
     disabled = [c.name for c in checkpoints if not c.enabled]

@@ -15,8 +15,9 @@ from . import charts
 from .api.serializers import evaluation_payload
 from .datasets import ArchiveError, create_target_dataset
 from .forms import DatasetUploadForm, EvaluationForm
-from .models import Evaluation, TargetDataset
-from .results import PRIMARY_METRIC, metric_columns, ranked_rows
+from .models import Evaluation, MetricScore, TargetDataset
+from .metrics import REGISTRY
+from .results import metric_columns, ranked_rows, ranking_metric
 from .submission import SubmissionError, submit_evaluation
 
 
@@ -89,8 +90,8 @@ def evaluation_detail(request, pk):
                                    pk=pk, owner=request.user)
     rows = ranked_rows(evaluation)
     columns = metric_columns(evaluation)
-    chart_spec = next((s for s in columns if s.name == PRIMARY_METRIC), None) or (
-        columns[0] if columns else None)
+    ranking = ranking_metric(rows)
+    chart_spec = REGISTRY[ranking] if ranking else None
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "rank_label": chart_spec.label if chart_spec else "",
@@ -112,7 +113,7 @@ def _stage_rows(rows, spec) -> list[dict]:
         layers = [(layer, scores.get(spec.name)) for layer, scores in row.stage_scores.items()]
         if not layers:
             continue
-        layers.append(("pre-logits", row.scores.get(spec.name)))
+        layers.append((MetricScore.PRE_LOGITS, row.scores.get(spec.name)))
         stage_rows.append({"checkpoint": row.checkpoint.name, "layers": layers,
                            "best": row.result.best_stage})
     return stage_rows

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from scipy.special import softmax
 
@@ -32,6 +32,7 @@ from .extraction import LOGITS, PRE_LOGITS, extract, pixel_batches, pixel_key
 log = logging.getLogger(__name__)
 
 UNFINISHED = (Status.PENDING, Status.RUNNING)
+MAX_ATTEMPTS = 2
 PROBE_CORRECT = "probe_correct"
 PRIMARY_METRIC = "tmi"
 
@@ -48,12 +49,30 @@ class Features:
 
 
 def evaluate_checkpoint(result_id: int) -> int | None:
-    """Score one checkpoint; return the evaluation id if the final step is now ours."""
-    claimed = CheckpointResult.objects.filter(pk=result_id, status__in=UNFINISHED).update(
-        status=Status.RUNNING, started_at=timezone.now(), message=""
-    )
+    """Score one checkpoint; return the evaluation id if the final step is now ours.
+
+    A redelivered task (the worker died) claims its row again, at most MAX_ATTEMPTS times
+    in all; after that the checkpoint is recorded as failed, so that a checkpoint that
+    kills its worker cannot keep the evaluation from finishing.
+    """
+    evaluation_id = (CheckpointResult.objects.filter(pk=result_id)
+                     .values_list("evaluation_id", flat=True).first())
+    if evaluation_id is None:
+        return None  # deleted with its evaluation
+    claimed = CheckpointResult.objects.filter(
+        pk=result_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
+    ).update(status=Status.RUNNING, started_at=timezone.now(), message="",
+             attempts=F("attempts") + 1)
     if not claimed:
-        log.info("result %s is already finished; nothing to do", result_id)
+        CheckpointResult.objects.filter(pk=result_id, status__in=UNFINISHED).update(
+            status=Status.FAILED, finished_at=timezone.now(),
+            message=f"the worker stopped while scoring this checkpoint, {MAX_ATTEMPTS} times",
+        )
+        # Already finished: but the run that finished it may have died before the final
+        # step was claimed or enqueued. finalize_evaluation is safe to run twice.
+        if claim_final_step(evaluation_id) or Evaluation.objects.filter(
+                pk=evaluation_id, status=Status.FINALIZING).exists():
+            return evaluation_id
         return None
     result = CheckpointResult.objects.select_related("evaluation__dataset", "checkpoint").get(
         pk=result_id
@@ -199,7 +218,9 @@ def score_features(result: CheckpointResult, features: Features) -> None:
             rows.extend(_score(s, features.arrays[stage], features.labels, stage)
                         for s in feature_specs)
         best_stage = _best_layer(rows, features.stage_names + [PRE_LOGITS])
-    if evaluation.correctness_source == Evaluation.CorrectnessSource.TARGET:
+    needs_correctness = (evaluation.correctness_source == Evaluation.CorrectnessSource.TARGET
+                         and evaluation.results.count() > 1)  # pairs need two checkpoints
+    if needs_correctness:
         if not caches.features.has(features.key, PROBE_CORRECT):
             try:
                 correct = probe_correctness(features.arrays[PRE_LOGITS], features.labels)
@@ -208,6 +229,8 @@ def score_features(result: CheckpointResult, features: Features) -> None:
             else:
                 caches.features.save(features.key, PROBE_CORRECT, correct)
     with transaction.atomic():
+        # Two runs of one task at once (a duplicate delivery) take turns here.
+        CheckpointResult.objects.select_for_update().filter(pk=result.pk).first()
         MetricScore.objects.filter(result=result).delete()
         for row in rows:
             row.result = result
@@ -228,6 +251,8 @@ def _score(spec, inputs: np.ndarray, labels: np.ndarray, layer: str) -> MetricSc
 
 
 def _best_layer(rows: list[MetricScore], layers: list[str]) -> str:
+    if not rows:
+        return ""
     metric = next((r.metric for r in rows if r.metric == PRIMARY_METRIC), rows[0].metric)
     spec = get_metric(metric)
     values = {r.layer: r.value for r in rows if r.metric == metric and r.value is not None}

@@ -45,13 +45,76 @@ def test_a_redelivered_task_changes_nothing(owner, dataset):
     result = evaluation.results.get()
     assert jobs.evaluate_checkpoint(result.pk) == evaluation.pk  # the last one claims the end
     first = list(MetricScore.objects.filter(result=result).values_list("pk", "value"))
-    assert jobs.evaluate_checkpoint(result.pk) is None
-    assert list(MetricScore.objects.filter(result=result).values_list("pk", "value")) == first
     jobs.finalize_evaluation(evaluation.pk)
+    assert jobs.evaluate_checkpoint(result.pk) is None  # finished and finalized: nothing
+    assert list(MetricScore.objects.filter(result=result).values_list("pk", "value")) == first
     jobs.finalize_evaluation(evaluation.pk)
     evaluation.refresh_from_db()
     assert evaluation.status == Status.DONE
     assert evaluation.finished_at is not None
+
+
+@pytest.mark.parametrize("died", ["before claiming the final step", "before enqueueing it"])
+def test_a_worker_dying_before_the_final_step_does_not_strand_the_evaluation(owner, dataset,
+                                                                             died):
+    checkpoint = saved_checkpoint("ck-a")
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["tmi"],
+                                   enqueue_work=False)
+    result = evaluation.results.get()
+    jobs.evaluate_checkpoint(result.pk)
+    if died == "before claiming the final step":
+        Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.RUNNING)
+
+    # The task is delivered again: it must hand over the final step.
+    assert jobs.evaluate_checkpoint(result.pk) == evaluation.pk
+    jobs.finalize_evaluation(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE
+
+
+def test_a_checkpoint_that_keeps_killing_its_worker_is_failed_after_two_attempts(owner,
+                                                                                 dataset):
+    a, b = saved_checkpoint("ck-a"), saved_checkpoint("ck-b", seed=1)
+    evaluation = submit_evaluation(owner, dataset, [a, b], metrics=["tmi"], enqueue_work=False)
+    killer, other = evaluation.results.order_by("checkpoint__name")
+    jobs.evaluate_checkpoint(other.pk)
+    # Two deliveries that died mid-work (claimed, never finished).
+    CheckpointResult.objects.filter(pk=killer.pk).update(status=Status.RUNNING, attempts=2)
+
+    assert jobs.evaluate_checkpoint(killer.pk) == evaluation.pk
+    killer.refresh_from_db()
+    assert killer.status == Status.FAILED
+    assert "2 times" in killer.message
+    jobs.finalize_evaluation(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE
+    assert "1 of 2 checkpoints failed" in evaluation.message
+
+
+def test_a_task_for_a_deleted_evaluation_does_nothing(owner, dataset):
+    evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-a")], enqueue_work=False)
+    result_id = evaluation.results.get().pk
+    evaluation.delete()
+    assert jobs.evaluate_checkpoint(result_id) is None
+
+
+def test_an_evaluated_checkpoint_cannot_be_deleted(owner, dataset):
+    from django.db.models import ProtectedError
+
+    checkpoint = saved_checkpoint("ck-a")
+    submit_evaluation(owner, dataset, [checkpoint], enqueue_work=False)
+    with pytest.raises(ProtectedError):
+        checkpoint.delete()
+
+
+def test_stages_with_only_source_head_metrics_and_no_head_do_not_fail(owner, dataset):
+    checkpoint = saved_checkpoint("ck-headless")
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], metrics=["leep"],
+                                   score_stages=True, enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    result = evaluation.results.get()
+    assert result.status == Status.DONE, result.message
+    assert result.scores.count() == 0
 
 
 def test_complementarity_can_come_from_the_checkpoints_own_heads(owner, dataset):
@@ -76,7 +139,7 @@ def test_the_rank_command_writes_json_through_the_same_path(tmp_path):
     archive = image_folder_zip(tmp_path / "cli.zip", {"x": 6, "y": 6}, seed=3)
     out = tmp_path / "out.json"
     call_command("rank", str(archive), "--checkpoint", "cli-a", "--checkpoint", "cli-b",
-                 "--metrics", "tmi,logme,knn_accuracy", "--json", str(out))
+                 "--checkpoint", "cli-a", "--metrics", "tmi,logme,knn_accuracy", "--json", str(out))
     body = json.loads(out.read_text())
     assert body["status"] == "done"
     assert sorted(r["rank"] for r in body["results"]) == [1, 2]
@@ -111,5 +174,9 @@ def test_the_evaluation_page_lists_stages_in_network_order(client, owner, datase
     section = page[page.index('id="stages"'):]
     # Network order, which sorting by name would break (final_conv < stages.0 < stem).
     names = ["stem", "stages.0", "stages.1", "stages.2", "final_conv", "pre-logits"]
+    best = CheckpointResult.objects.get().best_stage
+    label = "pre-logits" if best == "pre_logits" else best
+    assert section.count('class="stage best"') == 1
+    assert f'<span class="stage best">{label} ' in section
     positions = [section.index(f">{name} ") for name in names]
     assert positions == sorted(positions)
