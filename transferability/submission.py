@@ -59,14 +59,18 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
     return evaluation
 
 
+EVALUATE_CHECKPOINT = "workers.tasks.evaluate_checkpoint"
+
+
 def enqueue(evaluation_id: int) -> None:
-    from workers.tasks import evaluate_checkpoint
+    """One task per checkpoint, sent by name: the web process never imports torch."""
+    from config.celery import app
 
     ids = list(CheckpointResult.objects.filter(evaluation_id=evaluation_id)
                .order_by("pk").values_list("pk", flat=True))
     try:
         for result_id in ids:
-            evaluate_checkpoint.apply_async((result_id,), queue="gpu")
+            app.send_task(EVALUATE_CHECKPOINT, args=(result_id,), queue="gpu")
     except Exception as exc:  # the broker is unreachable: say so instead of waiting forever
         log.exception("could not enqueue evaluation %s", evaluation_id)
         Evaluation.objects.filter(pk=evaluation_id).update(

@@ -25,6 +25,7 @@ from .submission import SubmissionError, submit_evaluation
 def dashboard(request):
     datasets = TargetDataset.objects.filter(owner=request.user)
     evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
+                   .defer("complementarity")
                    .annotate(num_results=Count("results")))
     return render(request, "transferability/dashboard.html", {
         "datasets": datasets[:20],
@@ -70,7 +71,7 @@ def dataset_detail(request, pk):
     classes = sorted(zip(dataset.class_names, dataset.class_counts), key=lambda c: -c[1])
     return render(request, "transferability/dataset_detail.html", {
         "dataset": dataset, "form": form, "classes": classes,
-        "evaluations": dataset.evaluations.all()[:20],
+        "evaluations": dataset.evaluations.defer("complementarity")[:20],
     })
 
 

@@ -142,6 +142,11 @@ def stage_names(model: torch.nn.Module) -> list[str]:
     return names
 
 
+def precision(device: torch.device) -> str:
+    """How features are computed on ``device``; part of the feature cache key."""
+    return "fp16-autocast" if device.type == "cuda" else "fp32"
+
+
 def forward_layers(model: torch.nn.Module, x: torch.Tensor, want_logits: bool,
                    want_stages: bool) -> dict[str, torch.Tensor]:
     out = {}
@@ -182,6 +187,9 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
                     x = ((part.float() - mean) / std).contiguous(
                         memory_format=torch.channels_last)
                     with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                        layers = forward_layers(model, x, want_logits, want_stages)
+                    if cuda and not all(torch.isfinite(t).all() for t in layers.values()):
+                        # fp16 overflowed (values past 65504): this batch again in fp32.
                         layers = forward_layers(model, x, want_logits, want_stages)
                 except torch.OutOfMemoryError:
                     if micro == 1:

@@ -27,7 +27,7 @@ from zoo.models import Checkpoint
 
 from . import caches
 from .device import choose_device
-from .extraction import LOGITS, PRE_LOGITS, extract, pixel_batches, pixel_key
+from .extraction import LOGITS, PRE_LOGITS, extract, pixel_batches, pixel_key, precision
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,10 @@ def run_inline(evaluation_id: int) -> None:
     finalize_evaluation(evaluation_id)
 
 
-def feature_key(checkpoint: Checkpoint, dataset_hash: str) -> str:
+def feature_key(checkpoint: Checkpoint, dataset_hash: str, device) -> str:
     config = checkpoint.data_config()
     return caches.content_key(
+        precision=precision(device),
         weights=checkpoint.weights_identity(),
         architecture=checkpoint.architecture,
         model_kwargs=checkpoint.model_kwargs,
@@ -126,12 +127,12 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
     _, files = read_manifest(dataset.root)
     paths = [path for path, _ in files]
     labels = np.array([label for _, label in files])
-    key = feature_key(checkpoint, dataset.content_hash)
+    device = choose_device()
+    key = feature_key(checkpoint, dataset.content_hash, device)
     store = caches.features
     wanted = [PRE_LOGITS] + ([LOGITS] if checkpoint.has_source_head else [])
+    # Stage names are known only once the model has run with stages (None until then).
     stages = _cached_stage_names(key) if want_stages else []
-    if want_stages and stages is None:
-        stages = None  # not known until the model has run once with stages
     if stages is not None and all(store.has(key, name) for name in wanted + stages):
         arrays = {name: store.load(key, name) for name in wanted + stages}
         CheckpointResult.objects.filter(pk=result.pk).update(
@@ -142,7 +143,6 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
 
     CheckpointResult.objects.filter(pk=result.pk).update(images_done=0, images_total=len(paths))
     model = build_model(checkpoint)
-    device = choose_device()
     config = checkpoint.data_config()
     batch_size = 64 if device.type == "cpu" else 256
     extracted = extract(

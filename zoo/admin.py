@@ -2,14 +2,11 @@ import gc
 import tempfile
 from pathlib import Path
 
-import timm
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from .loading import build_model
 from .models import Checkpoint
-from .timm_catalog import feature_dim_of, import_catalog
 from .weights import ALLOWED_SUFFIXES, WeightsError, read_state_dict, sha256_of
 
 
@@ -100,6 +97,10 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Refresh selected from timm's registry")
     def refresh_from_timm(self, request, queryset):
+        import timm  # here, not at import: web processes need no torch until an admin asks
+
+        from .timm_catalog import import_catalog
+
         # Curated rows are the admin's; import_catalog would skip them too, but counting
         # them here says so without asking timm about them.
         curated = queryset.filter(curated=True).count()
@@ -123,6 +124,9 @@ def validate_checkpoint(checkpoint: Checkpoint) -> bool:
     Writes with a queryset update: neither ``curated`` nor ``updated_at`` moves, so
     validating is not an edit and catalog imports still refresh the row.
     """
+    from .loading import build_model  # torch and timm load only when an admin validates
+    from .timm_catalog import feature_dim_of
+
     fields = {"validated_at": timezone.now()}
     try:
         model = build_model(checkpoint)

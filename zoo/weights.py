@@ -6,9 +6,10 @@ A pickle that needs code to load (a class, a function, a reduce call) is refused
 
 import hashlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class WeightsError(Exception):
@@ -34,8 +35,9 @@ def sha256_of_path(path: str | Path) -> str:
         return sha256_of(f)
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
     """Return the tensors of a weights file, refusing anything that would run code."""
+    import torch  # only where weights are read: web processes stay light
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
@@ -62,7 +64,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path.name)
 
 
-def _unwrap(obj, filename: str) -> dict[str, torch.Tensor]:
+def _unwrap(obj, filename: str) -> "dict[str, torch.Tensor]":
+    import torch
+
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -55,8 +55,8 @@ def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
     a = saved_checkpoint("ck-a")
     b = saved_checkpoint("ck-b", "test_vit")
     sent = []
-    monkeypatch.setattr("workers.tasks.evaluate_checkpoint.apply_async",
-                        lambda args, queue: sent.append((args, queue)))
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: sent.append((name, args, queue)))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": [a.pk, "ck-b"]},
                             format="json")
@@ -65,8 +65,8 @@ def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
     assert response["Location"].endswith(f"/api/evaluations/{evaluation.pk}/")
     assert len(callbacks) == 1
     result_ids = set(CheckpointResult.objects.filter(evaluation=evaluation).values_list("pk", flat=True))
-    assert {args[0] for args, _ in sent} == result_ids
-    assert {queue for _, queue in sent} == {"gpu"}
+    assert {args[0] for _, args, _ in sent} == result_ids
+    assert {(name, queue) for name, _, queue in sent} == {("workers.tasks.evaluate_checkpoint", "gpu")}
     body = api.get(response["Location"]).json()
     assert body["status"] == "pending"
     assert {r["checkpoint"]["name"] for r in body["results"]} == {a.name, b.name}
@@ -136,3 +136,17 @@ def test_the_page_form_refuses_ids_that_cannot_exist(client, owner, dataset):
                            {"checkpoints": [str(10**20)], "correctness_source": "target"})
     assert response.status_code == 200
     assert Evaluation.objects.count() == 0
+
+
+def test_the_web_process_does_not_load_torch():
+    # Pages and API never load a model: importing every URL's views must not pull in
+    # torch (4 s and ~900 MB per web process).
+    import subprocess
+    import sys
+
+    code = ("import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE']='config.test_settings';"
+            "django.setup(); import config.urls; from django.urls import get_resolver;"
+            "get_resolver().url_patterns; from transferability import submission;"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr

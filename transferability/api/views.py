@@ -46,6 +46,7 @@ class DatasetDetail(generics.RetrieveDestroyAPIView):
 class EvaluationList(APIView):
     def get(self, request):
         evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
+                       .defer("complementarity")
                        .prefetch_related("results")[:100])
         return Response([
             {"id": e.pk, "dataset": e.dataset_id, "dataset_name": e.dataset.name,
