@@ -4,6 +4,8 @@ A checkpoint is one set of weights for one timm architecture, with the preproces
 expects (timm's pretrained config) and what is known of its source training.
 """
 
+import os
+
 from django.db import models
 
 
@@ -87,9 +89,14 @@ class Checkpoint(models.Model):
         }
 
     def weights_identity(self) -> str:
-        """What names these exact weights, for cache keys."""
-        if self.weights_sha256:
-            return f"sha256:{self.weights_sha256}"
-        if self.weights_source == self.WeightsSource.HUB:
-            return f"hub:{self.hub_id or self.name}"
-        return f"path:{self.weights_path}"
+        """What names these exact weights, for cache keys: it changes when they change."""
+        if self.weights_source == self.WeightsSource.UPLOAD:
+            return f"sha256:{self.weights_sha256 or self.weights_file.name}"
+        if self.weights_source == self.WeightsSource.LOCAL:
+            # A file at a fixed path can be replaced: its size and mtime say when.
+            try:
+                stat = os.stat(self.weights_path)
+            except OSError:
+                return f"path:{self.weights_path}"  # loading will say what is wrong
+            return f"path:{self.weights_path}:{stat.st_size}:{stat.st_mtime_ns}"
+        return f"hub:{self.hub_id or self.name}"

@@ -82,3 +82,17 @@ def test_an_offline_hub_checkpoint_fails_with_a_message(monkeypatch):
         std=[0.5] * 3, num_classes=1000)
     with pytest.raises(WeightsError, match="not in the local hub cache and the hub is offline"):
         build_model(checkpoint)
+
+
+@pytest.mark.django_db
+def test_the_weights_identity_changes_when_the_weights_do(tmp_path):
+    checkpoint = saved_checkpoint("ident", "test_resnet")
+    before = checkpoint.weights_identity()
+    path = checkpoint.weights_path
+    os.utime(path, ns=(1, 1))  # the file at the same path was replaced
+    assert checkpoint.weights_identity() != before
+
+    as_local = checkpoint.weights_identity()
+    checkpoint.weights_source = Checkpoint.WeightsSource.HUB
+    checkpoint.hub_id = "timm/test_resnet.r160_in1k"
+    assert checkpoint.weights_identity() == "hub:timm/test_resnet.r160_in1k" != as_local
