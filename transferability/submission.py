@@ -8,7 +8,7 @@ from django.utils import timezone
 from zoo.models import Checkpoint
 
 from .metrics import get_metric
-from .models import CheckpointResult, Evaluation, Status, TargetDataset
+from .models import CheckpointResult, Evaluation, MetricScore, Status, TargetDataset
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,14 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
 EVALUATE_CHECKPOINT = "workers.tasks.evaluate_checkpoint"
 
 
-def enqueue(evaluation_id: int) -> None:
+def enqueue(evaluation_id: int, only_pending: bool = False) -> None:
     """One task per checkpoint, sent by name: the web process never imports torch."""
     from config.celery import app
 
-    ids = list(CheckpointResult.objects.filter(evaluation_id=evaluation_id)
-               .order_by("pk").values_list("pk", flat=True))
+    results = CheckpointResult.objects.filter(evaluation_id=evaluation_id)
+    if only_pending:
+        results = results.filter(status=Status.PENDING)
+    ids = list(results.order_by("pk").values_list("pk", flat=True))
     try:
         for result_id in ids:
             app.send_task(EVALUATE_CHECKPOINT, args=(result_id,), queue="gpu")
@@ -88,3 +90,24 @@ def _check_source_classes(dataset: TargetDataset, checkpoints: list[Checkpoint])
                 + ("it has no source head" if not checkpoint.has_source_head else
                    f"classes {', '.join(missing[:5])} are not among its source classes")
             )
+
+
+def retry_failed(evaluation: Evaluation) -> int:
+    """Run a finished evaluation's failed checkpoints again (say, once weights are there).
+
+    Returns how many were put back on the queue; the final step runs again afterwards.
+    """
+    if not evaluation.is_finished:
+        raise SubmissionError("the evaluation is still running")
+    with transaction.atomic():
+        failed = CheckpointResult.objects.filter(evaluation=evaluation, status=Status.FAILED)
+        count = failed.update(status=Status.PENDING, attempts=0, message="", images_done=0,
+                              started_at=None, finished_at=None)
+        if not count:
+            raise SubmissionError("no checkpoint of this evaluation failed")
+        MetricScore.objects.filter(result__evaluation=evaluation,
+                                   result__status=Status.PENDING).delete()
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            status=Status.RUNNING, message="", finished_at=None)
+        transaction.on_commit(lambda: enqueue(evaluation.pk, only_pending=True))
+    return count

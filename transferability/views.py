@@ -18,7 +18,7 @@ from .forms import DatasetUploadForm, EvaluationForm
 from .models import Evaluation, MetricScore, TargetDataset
 from .metrics import REGISTRY
 from .results import metric_columns, ranked_rows, ranking_metric
-from .submission import SubmissionError, submit_evaluation
+from .submission import SubmissionError, retry_failed, submit_evaluation
 
 
 @login_required
@@ -86,6 +86,20 @@ def dataset_delete(request, pk):
 
 
 @login_required
+@require_POST
+def evaluation_retry(request, pk):
+    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    try:
+        count = retry_failed(evaluation)
+    except SubmissionError as exc:
+        messages.error(request, f"Nothing retried: {exc}.")
+    else:
+        messages.success(request, f"{count} failed checkpoint{'s' if count != 1 else ''} "
+                                  f"queued again.")
+    return redirect(evaluation)
+
+
+@login_required
 def evaluation_detail(request, pk):
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
                                    pk=pk, owner=request.user)
@@ -95,6 +109,7 @@ def evaluation_detail(request, pk):
     chart_spec = REGISTRY[ranking] if ranking else None
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
+        "failed_count": sum(r.result.status == "failed" for r in rows),
         "rank_label": chart_spec.label if chart_spec else "",
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},

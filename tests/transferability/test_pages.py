@@ -504,3 +504,22 @@ def test_it_shows_the_empty_zoo_state(alice, zoo):
     assert response.status_code == 200
     assert "No checkpoints match." in page(response)
     assert 'id="checkpoints"' not in page(response)
+
+
+def test_it_offers_to_retry_failed_checkpoints_and_queues_them(alice, owner, monkeypatch):
+    evaluation = finished_evaluation(owner)
+    assert 'id="retry-form"' not in page(alice.get(f"/evaluations/{evaluation.pk}/"))
+    failed = evaluation.results.first()
+    CheckpointResult.objects.filter(pk=failed.pk).update(status=Status.FAILED, message="offline")
+
+    assert "Retry 1 failed checkpoint" in page(alice.get(f"/evaluations/{evaluation.pk}/"))
+    monkeypatch.setattr("transferability.submission.enqueue", lambda *a, **k: None)
+    response = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
+
+    assert "1 failed checkpoint queued again." in page(response)
+    failed.refresh_from_db()
+    evaluation.refresh_from_db()
+    assert failed.status == Status.PENDING and failed.scores.count() == 0
+    assert evaluation.status == Status.RUNNING
+    again = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
+    assert "Nothing retried: the evaluation is still running." in page(again)

@@ -1,6 +1,7 @@
 """The work behind the tasks, called in-process: stages, idempotency, the rank command."""
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -180,3 +181,38 @@ def test_the_evaluation_page_lists_stages_in_network_order(client, owner, datase
     assert f'<span class="stage best">{label} ' in section
     positions = [section.index(f">{name} ") for name in names]
     assert positions == sorted(positions)
+
+
+def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
+        owner, dataset, api, monkeypatch, django_capture_on_commit_callbacks):
+    good = saved_checkpoint("ck-good", seed=1)
+    late = saved_checkpoint("ck-late", "test_vit", seed=2)
+    weights = Path(late.weights_path)
+    hidden = weights.with_suffix(".hidden")
+    weights.rename(hidden)  # not there yet
+    evaluation = submit_evaluation(owner, dataset, [good, late], metrics=["tmi"],
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE
+    assert evaluation.results.get(checkpoint=late).status == Status.FAILED
+    assert evaluation.complementarity is None  # one checkpoint finished: no pairs
+
+    hidden.rename(weights)
+    sent = []
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: sent.append(args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/evaluations/{evaluation.pk}/retry/")
+    assert response.status_code == 202
+    retried = evaluation.results.get(checkpoint=late)
+    assert sent == [retried.pk]  # only the failed one goes back on the queue
+    assert response.json()["status"] == "running"
+
+    last = jobs.evaluate_checkpoint(retried.pk)
+    assert last == evaluation.pk
+    jobs.finalize_evaluation(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE and evaluation.message == ""
+    assert sorted(evaluation.complementarity["names"]) == ["ck-good", "ck-late"]
+    assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 409

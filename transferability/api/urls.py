@@ -8,6 +8,8 @@ urlpatterns = [
     path("evaluations/", views.EvaluationList.as_view(), name="api-evaluation-list"),
     path("evaluations/<int:pk>/", views.EvaluationDetail.as_view(),
          name="api-evaluation-detail"),
+    path("evaluations/<int:pk>/retry/", views.EvaluationRetry.as_view(),
+         name="api-evaluation-retry"),
     path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
     path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
 ]

@@ -10,7 +10,7 @@ from ..datasets import ArchiveError, create_target_dataset
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset
 from ..results import ranked_rows
-from ..submission import SubmissionError, submit_evaluation
+from ..submission import SubmissionError, retry_failed, submit_evaluation
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
                           EvaluationCreateSerializer, TargetDatasetSerializer,
                           evaluation_payload)
@@ -75,6 +75,20 @@ class EvaluationDetail(APIView):
     def get(self, request, pk):
         evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
         return Response(evaluation_payload(evaluation, ranked_rows(evaluation), request))
+
+
+class EvaluationRetry(APIView):
+    """POST: run the failed checkpoints of a finished evaluation again."""
+
+    def post(self, request, pk):
+        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+        try:
+            retry_failed(evaluation)
+        except SubmissionError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        evaluation.refresh_from_db()
+        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
 class CheckpointList(generics.ListAPIView):
