@@ -127,6 +127,9 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Decoded images and extracted features, keyed by content; safe to delete.
 ZOORANK_CACHE_DIR = Path(env_str("ZOORANK_CACHE_DIR", str(VAR_DIR / "cache")))
 
+# A checkpoint with no sign of life from its worker this long can be retried.
+ZOORANK_STALL_MINUTES = env_int("ZOORANK_STALL_MINUTES", 30)
+
 # Uploads stream to disk; archives are validated before anything is kept.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

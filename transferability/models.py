@@ -130,6 +130,8 @@ class CheckpointResult(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last sign of life from the worker on it.")
     images_done = models.PositiveIntegerField(default=0)
     images_total = models.PositiveIntegerField(default=0)
     feature_dim = models.PositiveIntegerField(null=True, blank=True)

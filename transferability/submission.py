@@ -1,8 +1,11 @@
 """Creating an evaluation and putting its work on the queue."""
 
 import logging
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from zoo.models import Checkpoint
@@ -62,14 +65,12 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
 EVALUATE_CHECKPOINT = "workers.tasks.evaluate_checkpoint"
 
 
-def enqueue(evaluation_id: int, only_pending: bool = False) -> None:
+def enqueue(evaluation_id: int, result_ids: list[int] | None = None) -> None:
     """One task per checkpoint, sent by name: the web process never imports torch."""
     from config.celery import app
 
-    results = CheckpointResult.objects.filter(evaluation_id=evaluation_id)
-    if only_pending:
-        results = results.filter(status=Status.PENDING)
-    ids = list(results.order_by("pk").values_list("pk", flat=True))
+    ids = result_ids or list(CheckpointResult.objects.filter(evaluation_id=evaluation_id)
+                             .order_by("pk").values_list("pk", flat=True))
     try:
         for result_id in ids:
             app.send_task(EVALUATE_CHECKPOINT, args=(result_id,), queue="gpu")
@@ -92,22 +93,43 @@ def _check_source_classes(dataset: TargetDataset, checkpoints: list[Checkpoint])
             )
 
 
-def retry_failed(evaluation: Evaluation) -> int:
-    """Run a finished evaluation's failed checkpoints again (say, once weights are there).
+def stalled_results(evaluation: Evaluation):
+    """Unfinished checkpoints with no sign of life for ZOORANK_STALL_MINUTES.
 
-    Returns how many were put back on the queue; the final step runs again afterwards.
+    A worker killed mid-task (or a message lost with the on-disk broker) leaves its
+    checkpoint pending or running for ever; workers beat at least after every batch and
+    every metric, so silence this long means nobody is on it.
     """
-    if not evaluation.is_finished:
-        raise SubmissionError("the evaluation is still running")
+    cutoff = timezone.now() - timedelta(minutes=settings.ZOORANK_STALL_MINUTES)
+    unfinished = CheckpointResult.objects.filter(evaluation=evaluation,
+                                                 status__in=(Status.PENDING, Status.RUNNING))
+    return unfinished.filter(Q(heartbeat_at__lt=cutoff)
+                             | Q(heartbeat_at__isnull=True, evaluation__created_at__lt=cutoff))
+
+
+def retry(evaluation: Evaluation) -> int:
+    """Queue again the checkpoints that need it; returns how many.
+
+    A finished evaluation: its failed checkpoints (say, once their weights are there).
+    A running one: its stalled checkpoints. The final step runs again afterwards.
+    """
     with transaction.atomic():
-        failed = CheckpointResult.objects.filter(evaluation=evaluation, status=Status.FAILED)
-        count = failed.update(status=Status.PENDING, attempts=0, message="", images_done=0,
-                              started_at=None, finished_at=None)
-        if not count:
-            raise SubmissionError("no checkpoint of this evaluation failed")
-        MetricScore.objects.filter(result__evaluation=evaluation,
-                                   result__status=Status.PENDING).delete()
+        evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if evaluation.is_finished:
+            chosen = CheckpointResult.objects.filter(evaluation=evaluation, status=Status.FAILED)
+            nothing = "no checkpoint of this evaluation failed"
+        else:
+            chosen = stalled_results(evaluation)
+            nothing = (f"the evaluation is still running; a checkpoint is retried after "
+                       f"{settings.ZOORANK_STALL_MINUTES} minutes without progress")
+        ids = list(chosen.values_list("pk", flat=True))
+        if not ids:
+            raise SubmissionError(nothing)
+        CheckpointResult.objects.filter(pk__in=ids).update(
+            status=Status.PENDING, attempts=0, message="", images_done=0, started_at=None,
+            finished_at=None, heartbeat_at=timezone.now())
+        MetricScore.objects.filter(result__in=ids).delete()
         Evaluation.objects.filter(pk=evaluation.pk).update(
             status=Status.RUNNING, message="", finished_at=None)
-        transaction.on_commit(lambda: enqueue(evaluation.pk, only_pending=True))
-    return count
+        transaction.on_commit(lambda: enqueue(evaluation.pk, result_ids=ids))
+    return len(ids)

@@ -18,7 +18,7 @@ from .forms import DatasetUploadForm, EvaluationForm
 from .models import Evaluation, MetricScore, TargetDataset
 from .metrics import REGISTRY
 from .results import metric_columns, ranked_rows, ranking_metric
-from .submission import SubmissionError, retry_failed, submit_evaluation
+from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 
 
 @login_required
@@ -90,11 +90,11 @@ def dataset_delete(request, pk):
 def evaluation_retry(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
     try:
-        count = retry_failed(evaluation)
+        count = retry(evaluation)
     except SubmissionError as exc:
         messages.error(request, f"Nothing retried: {exc}.")
     else:
-        messages.success(request, f"{count} failed checkpoint{'s' if count != 1 else ''} "
+        messages.success(request, f"{count} checkpoint{'s' if count != 1 else ''} "
                                   f"queued again.")
     return redirect(evaluation)
 
@@ -110,6 +110,7 @@ def evaluation_detail(request, pk):
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "failed_count": sum(r.result.status == "failed" for r in rows),
+        "stalled_count": 0 if evaluation.is_finished else stalled_results(evaluation).count(),
         "rank_label": chart_spec.label if chart_spec else "",
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},

@@ -62,7 +62,7 @@ def evaluate_checkpoint(result_id: int) -> int | None:
     claimed = CheckpointResult.objects.filter(
         pk=result_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
     ).update(status=Status.RUNNING, started_at=timezone.now(), message="",
-             attempts=F("attempts") + 1)
+             attempts=F("attempts") + 1, heartbeat_at=timezone.now())
     if not claimed:
         CheckpointResult.objects.filter(pk=result_id, status__in=UNFINISHED).update(
             status=Status.FAILED, finished_at=timezone.now(),
@@ -190,7 +190,7 @@ def _progress_writer(result_id: int, every_seconds: float = 0.5):
         if done == total or now - last[0] >= every_seconds:
             last[0] = now
             CheckpointResult.objects.filter(pk=result_id).update(
-                images_done=done, images_total=total
+                images_done=done, images_total=total, heartbeat_at=timezone.now()
             )
 
     return write
@@ -203,20 +203,26 @@ def score_features(result: CheckpointResult, features: Features) -> None:
         has_source_head=LOGITS in features.arrays, names=evaluation.metrics or None
     )
     rows = []
+
+    def score(spec, inputs: np.ndarray, layer: str) -> None:
+        rows.append(_score(spec, inputs, features.labels, layer))
+        # A sign of life between metrics, some of which take minutes on large datasets.
+        CheckpointResult.objects.filter(pk=result.pk).update(heartbeat_at=timezone.now())
+
     source_probs = None
     for spec in specs:
         if spec.needs == "source_probs":
             if source_probs is None:
                 source_probs = softmax(features.arrays[LOGITS].astype(np.float64), axis=1)
-            rows.append(_score(spec, source_probs, features.labels, PRE_LOGITS))
+            score(spec, source_probs, PRE_LOGITS)
         else:
-            rows.append(_score(spec, features.arrays[PRE_LOGITS], features.labels, PRE_LOGITS))
+            score(spec, features.arrays[PRE_LOGITS], PRE_LOGITS)
     best_stage = ""
     if evaluation.score_stages and features.stage_names:
         feature_specs = [s for s in specs if s.needs == "features"]
         for stage in features.stage_names:
-            rows.extend(_score(s, features.arrays[stage], features.labels, stage)
-                        for s in feature_specs)
+            for spec in feature_specs:
+                score(spec, features.arrays[stage], stage)
         best_stage = _best_layer(rows, features.stage_names + [PRE_LOGITS])
     needs_correctness = (evaluation.correctness_source == Evaluation.CorrectnessSource.TARGET
                          and evaluation.results.count() > 1)  # pairs need two checkpoints

@@ -516,10 +516,10 @@ def test_it_offers_to_retry_failed_checkpoints_and_queues_them(alice, owner, mon
     monkeypatch.setattr("transferability.submission.enqueue", lambda *a, **k: None)
     response = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
 
-    assert "1 failed checkpoint queued again." in page(response)
+    assert "1 checkpoint queued again." in page(response)
     failed.refresh_from_db()
     evaluation.refresh_from_db()
     assert failed.status == Status.PENDING and failed.scores.count() == 0
     assert evaluation.status == Status.RUNNING
     again = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
-    assert "Nothing retried: the evaluation is still running." in page(again)
+    assert "Nothing retried: the evaluation is still running; a checkpoint is retried" in page(again)

@@ -216,3 +216,36 @@ def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
     assert evaluation.status == Status.DONE and evaluation.message == ""
     assert sorted(evaluation.complementarity["names"]) == ["ck-good", "ck-late"]
     assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 409
+
+
+def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, api, monkeypatch,
+                                                              django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    a, b = saved_checkpoint("ck-a"), saved_checkpoint("ck-b", seed=1)
+    evaluation = submit_evaluation(owner, dataset, [a, b], metrics=["tmi"], enqueue_work=False)
+    silent, busy = evaluation.results.order_by("checkpoint__name")
+    long_ago = timezone.now() - timedelta(minutes=31)
+    CheckpointResult.objects.filter(pk=silent.pk).update(status=Status.RUNNING, attempts=1,
+                                                         heartbeat_at=long_ago)
+    CheckpointResult.objects.filter(pk=busy.pk).update(status=Status.RUNNING, attempts=1,
+                                                       heartbeat_at=timezone.now())
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.RUNNING)
+    sent = []
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: sent.append(args[0]))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/evaluations/{evaluation.pk}/retry/")
+
+    assert response.status_code == 202
+    assert sent == [silent.pk]  # the one still beating is left alone
+    silent.refresh_from_db()
+    assert silent.status == Status.PENDING
+    # The worker that picks it up scores it (a live worker beats as it goes).
+    jobs.evaluate_checkpoint(silent.pk)
+    silent.refresh_from_db()
+    assert silent.status == Status.DONE and silent.heartbeat_at > long_ago
+    assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 409

@@ -10,7 +10,7 @@ from ..datasets import ArchiveError, create_target_dataset
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset
 from ..results import ranked_rows
-from ..submission import SubmissionError, retry_failed, submit_evaluation
+from ..submission import SubmissionError, retry, submit_evaluation
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
                           EvaluationCreateSerializer, TargetDatasetSerializer,
                           evaluation_payload)
@@ -78,12 +78,13 @@ class EvaluationDetail(APIView):
 
 
 class EvaluationRetry(APIView):
-    """POST: run the failed checkpoints of a finished evaluation again."""
+    """POST: queue again a finished evaluation's failed checkpoints, or a running one's
+    stalled checkpoints."""
 
     def post(self, request, pk):
         evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
         try:
-            retry_failed(evaluation)
+            retry(evaluation)
         except SubmissionError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         evaluation.refresh_from_db()
