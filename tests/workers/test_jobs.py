@@ -219,6 +219,7 @@ def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
 
 
 def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, api, monkeypatch,
+                                                              client,
                                                               django_capture_on_commit_callbacks):
     from datetime import timedelta
 
@@ -236,6 +237,8 @@ def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, ap
     sent = []
     monkeypatch.setattr("config.celery.app.send_task",
                         lambda name, args, queue: sent.append(args[0]))
+    client.force_login(owner)
+    assert "Retry 1 stalled checkpoint" in client.get(f"/evaluations/{evaluation.pk}/").content.decode()
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/evaluations/{evaluation.pk}/retry/")
