@@ -4,10 +4,8 @@ from dataclasses import dataclass, field
 
 from django.db.models import Prefetch
 
-from .metrics import REGISTRY
+from .metrics import REGISTRY, ranking_metric
 from .models import CheckpointResult, Evaluation, MetricScore, Status
-
-PRIMARY_METRIC = "tmi"
 
 
 @dataclass
@@ -17,19 +15,17 @@ class ResultRow:
     errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float | None] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
+    rank: int | None = None  # by the evaluation's ranking metric (rows_ranking_metric)
     stage_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     @property
     def checkpoint(self):
         return self.result.checkpoint
 
-    rank: int | None = None  # by the evaluation's ranking metric (ranking_metric)
 
-
-def metric_columns(evaluation: Evaluation) -> list:
-    """Registry entries that have at least one score in this evaluation, registry order."""
-    present = set(MetricScore.objects.filter(result__evaluation=evaluation)
-                  .values_list("metric", flat=True).distinct())
+def metric_columns(rows: list[ResultRow]) -> list:
+    """Registry entries that have at least one score in these rows, registry order."""
+    present = {name for row in rows for name in row.scores}
     return [spec for name, spec in REGISTRY.items() if name in present]
 
 
@@ -58,16 +54,13 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
             if row.scores[name] != previous:
                 rank, previous = position, row.scores[name]
             row.ranks[name] = rank
-    ranking = ranking_metric(rows)
+    ranking = rows_ranking_metric(rows)
     for row in rows:
         row.rank = row.ranks.get(ranking) if ranking else None
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.checkpoint.name))
     return rows
 
 
-def ranking_metric(rows: list[ResultRow]) -> str | None:
-    """One metric ranks a whole evaluation: TMI when it was scored, else the first scored."""
-    scored = {name for row in rows for name in row.ranks}
-    if PRIMARY_METRIC in scored:
-        return PRIMARY_METRIC
-    return next((name for name in REGISTRY if name in scored), None)
+def rows_ranking_metric(rows: list[ResultRow]) -> str | None:
+    """One metric ranks a whole evaluation (see metrics.ranking_metric)."""
+    return ranking_metric(name for row in rows for name in row.ranks)

@@ -15,9 +15,9 @@ from . import charts
 from .api.serializers import evaluation_payload
 from .datasets import ArchiveError, create_target_dataset
 from .forms import DatasetUploadForm, EvaluationForm
-from .models import Evaluation, MetricScore, TargetDataset
+from .models import Evaluation, MetricScore, Status, TargetDataset
 from .metrics import REGISTRY
-from .results import metric_columns, ranked_rows, ranking_metric
+from .results import metric_columns, ranked_rows, rows_ranking_metric
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 
 
@@ -104,12 +104,12 @@ def evaluation_detail(request, pk):
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
                                    pk=pk, owner=request.user)
     rows = ranked_rows(evaluation)
-    columns = metric_columns(evaluation)
-    ranking = ranking_metric(rows)
+    columns = metric_columns(rows)
+    ranking = rows_ranking_metric(rows)
     chart_spec = REGISTRY[ranking] if ranking else None
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
-        "failed_count": sum(r.result.status == "failed" for r in rows),
+        "failed_count": sum(r.result.status == Status.FAILED for r in rows),
         "stalled_count": 0 if evaluation.is_finished else stalled_results(evaluation).count(),
         "rank_label": chart_spec.label if chart_spec else "",
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
@@ -166,7 +166,7 @@ def evaluation_export(request, pk, fmt):
         body = json.dumps(evaluation_payload(evaluation, rows), cls=DjangoJSONEncoder, indent=2)
         response = HttpResponse(body, content_type="application/json")
     else:
-        columns = metric_columns(evaluation)
+        columns = metric_columns(rows)
         response = HttpResponse(content_type="text/csv")
         writer = csv.writer(response)
         writer.writerow(["rank", "checkpoint", "architecture", "feature_dim", "param_count",

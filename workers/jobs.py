@@ -18,7 +18,7 @@ from django.utils import timezone
 from scipy.special import softmax
 
 from transferability.archives import read_manifest
-from transferability.metrics import applicable_metrics, get_metric
+from transferability.metrics import applicable_metrics, get_metric, ranking_metric
 from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
 from transferability.complementarity import complementarity_report
 from transferability.probes import probe_correctness, source_head_correctness
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 UNFINISHED = (Status.PENDING, Status.RUNNING)
 MAX_ATTEMPTS = 2
 PROBE_CORRECT = "probe_correct"
-PRIMARY_METRIC = "tmi"
 
 
 @dataclass
@@ -43,9 +42,6 @@ class Features:
     arrays: dict[str, np.ndarray]
     labels: np.ndarray
     stage_names: list[str]
-    from_cache: bool
-    device: str = ""
-    seconds: float = 0.0
 
 
 def evaluate_checkpoint(result_id: int) -> int | None:
@@ -124,9 +120,7 @@ def feature_key(checkpoint: Checkpoint, dataset_hash: str, device) -> str:
 def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Features:
     """Features of one checkpoint on the evaluation's dataset: from the cache, else extracted."""
     checkpoint, dataset = result.checkpoint, result.evaluation.dataset
-    _, files = read_manifest(dataset.root)
-    paths = [path for path, _ in files]
-    labels = np.array([label for _, label in files])
+    _, paths, labels = dataset_samples(dataset)
     device = choose_device()
     key = feature_key(checkpoint, dataset.content_hash, device)
     store = caches.features
@@ -139,7 +133,7 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
             images_done=len(paths), images_total=len(paths), features_cached=True,
             feature_key=key, feature_dim=arrays[PRE_LOGITS].shape[1], extraction_seconds=0.0,
         )
-        return Features(key, arrays, labels, stages, from_cache=True)
+        return Features(key, arrays, labels, stages)
 
     CheckpointResult.objects.filter(pk=result.pk).update(images_done=0, images_total=len(paths))
     model = build_model(checkpoint)
@@ -164,8 +158,13 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
     Checkpoint.objects.filter(pk=checkpoint.pk).filter(
         Q(feature_dim__isnull=True) | Q(param_count__isnull=True)
     ).update(feature_dim=dim, param_count=sum(p.numel() for p in model.parameters()))
-    return Features(key, extracted.arrays, labels, extracted.stage_names, from_cache=False,
-                    device=extracted.device, seconds=extracted.seconds)
+    return Features(key, extracted.arrays, labels, extracted.stage_names)
+
+
+def dataset_samples(dataset) -> tuple[list[str], list[str], np.ndarray]:
+    """Class names, image paths and label indices of a stored dataset, in sample order."""
+    class_names, files = read_manifest(dataset.root)
+    return class_names, [path for path, _ in files], np.array([label for _, label in files])
 
 
 def _other_preprocessings(result: CheckpointResult) -> list[dict]:
@@ -257,9 +256,10 @@ def _score(spec, inputs: np.ndarray, labels: np.ndarray, layer: str) -> MetricSc
 
 
 def _best_layer(rows: list[MetricScore], layers: list[str]) -> str:
-    if not rows:
+    """The layer the ranking metric scores best; "" when nothing was scored."""
+    metric = ranking_metric(r.metric for r in rows)
+    if metric is None:
         return ""
-    metric = next((r.metric for r in rows if r.metric == PRIMARY_METRIC), rows[0].metric)
     spec = get_metric(metric)
     values = {r.layer: r.value for r in rows if r.metric == metric and r.value is not None}
     if not values:
@@ -304,8 +304,7 @@ def finalize_evaluation(evaluation_id: int) -> None:
 
 
 def complementarity_for(evaluation: Evaluation, done: list[CheckpointResult]) -> dict:
-    class_names, files = read_manifest(evaluation.dataset.root)
-    labels = np.array([label for _, label in files])
+    class_names, _, labels = dataset_samples(evaluation.dataset)
     rows = []
     for result in done:
         if evaluation.correctness_source == Evaluation.CorrectnessSource.SOURCE:

@@ -17,7 +17,8 @@ from .fisher import sfda
 from .knn_entropy import tmi
 from .mixture import nleep
 from .neural_collapse import ncti
-from .registry import REGISTRY, MetricSpec, applicable_metrics, get_metric
+from .registry import (PRIMARY_METRIC, REGISTRY, MetricSpec, applicable_metrics, get_metric,
+                       ranking_metric)
 from .source_head import leep, nce
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "ncti",
     "knn_accuracy",
     "probe_accuracy",
+    "PRIMARY_METRIC",
     "REGISTRY",
     "MetricSpec",
+    "ranking_metric",
     "applicable_metrics",
     "get_metric",
 ]

@@ -17,7 +17,8 @@ from .mixture import nleep
 from .neural_collapse import ncti
 from .source_head import leep, nce
 
-__all__ = ["MetricSpec", "REGISTRY", "applicable_metrics", "get_metric"]
+__all__ = ["MetricSpec", "PRIMARY_METRIC", "REGISTRY", "applicable_metrics", "get_metric",
+           "ranking_metric"]
 
 FEATURES = "features"
 SOURCE_PROBS = "source_probs"
@@ -56,6 +57,17 @@ _SPECS = [
 ]
 
 REGISTRY: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
+
+# The metric that ranks checkpoints (and stages) when it was computed.
+PRIMARY_METRIC = "tmi"
+
+
+def ranking_metric(names: Iterable[str]) -> str | None:
+    """Which of ``names`` ranks: the primary metric if present, else the first registered."""
+    names = set(names)
+    if PRIMARY_METRIC in names:
+        return PRIMARY_METRIC
+    return next((name for name in REGISTRY if name in names), None)
 
 
 def get_metric(name: str) -> MetricSpec:
