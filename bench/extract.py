@@ -72,12 +72,12 @@ def raw_forward(model, device, config, n: int, batch: int) -> float:
     x = torch.randn(batch, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-        forward_layers(model, x, want_logits=False, want_stages=False)  # warm-up
+        forward_layers(model, x, want_logits=False)  # warm-up
         sync(device)
         started = time.perf_counter()
         done = 0
         while done < n:
-            forward_layers(model, x, want_logits=False, want_stages=False)[
+            forward_layers(model, x, want_logits=False)[
                 "pre_logits"].float().cpu()
             done += batch
         sync(device)

@@ -1,8 +1,8 @@
 """Batched feature extraction that keeps the device busy.
 
-Images are decoded, resized and cropped once per distinct preprocessing (size, crop,
-interpolation) and kept as a uint8 array in the image cache; normalisation with the
-checkpoint's mean/std happens on the device. Inference runs under
+Each image is decoded once per evaluation; it is resized and cropped for every distinct
+preprocessing (size, crop, interpolation) the evaluation needs and kept as a uint8 array
+in the image cache; normalisation with the checkpoint's mean/std happens on the device. Inference runs under
 ``torch.inference_mode()``, channels-last, with mixed precision on CUDA, and the batch
 size halves on out-of-memory instead of failing.
 """
@@ -132,14 +132,11 @@ class Extracted:
 
 
 def stage_names(model: torch.nn.Module) -> list[str]:
-    info = getattr(model, "feature_info", None)
-    names = []
-    if info is not None:
-        try:
-            names = [str(d["module"]) for d in info]
-        except (TypeError, KeyError):
-            names = []
-    return names
+    """The modules timm names as the model's stages, in network order."""
+    try:
+        return [str(d["module"]) for d in model.feature_info]
+    except (AttributeError, TypeError, KeyError):
+        return []
 
 
 def precision(device: torch.device) -> str:
@@ -148,12 +145,16 @@ def precision(device: torch.device) -> str:
 
 
 def forward_layers(model: torch.nn.Module, x: torch.Tensor, want_logits: bool,
-                   want_stages: bool) -> dict[str, torch.Tensor]:
+                   stages: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Pre-logits (and logits, and each stage's pooled output under the names in ``stages``,
+    or stage0, stage1, ... when they do not match the model's intermediates)."""
     out = {}
-    if want_stages:
+    if stages is not None:
         final, intermediates = model.forward_intermediates(x)
-        for i, t in enumerate(intermediates):
-            out[f"stage{i}"] = t.float().mean(dim=(2, 3)) if t.ndim == 4 else t.float().mean(dim=1)
+        if len(stages) != len(intermediates):
+            stages = [f"stage{i}" for i in range(len(intermediates))]
+        for name, t in zip(stages, intermediates):
+            out[name] = t.float().mean(dim=(2, 3)) if t.ndim == 4 else t.float().mean(dim=1)
     else:
         final = model.forward_features(x)
     out[PRE_LOGITS] = model.forward_head(final, pre_logits=True)
@@ -174,6 +175,7 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     mean = torch.tensor(data_config["mean"], device=device).view(1, -1, 1, 1) * 255
     std = torch.tensor(data_config["std"], device=device).view(1, -1, 1, 1) * 255
+    stages = stage_names(model) if want_stages else None
     chunks: dict[str, list[np.ndarray]] = {}
     done = 0
     micro = batch_size
@@ -187,10 +189,10 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
                     x = ((part.float() - mean) / std).contiguous(
                         memory_format=torch.channels_last)
                     with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                        layers = forward_layers(model, x, want_logits, want_stages)
+                        layers = forward_layers(model, x, want_logits, stages)
                     if cuda and not all(torch.isfinite(t).all() for t in layers.values()):
                         # fp16 overflowed (values past 65504): this batch again in fp32.
-                        layers = forward_layers(model, x, want_logits, want_stages)
+                        layers = forward_layers(model, x, want_logits, stages)
                 except torch.OutOfMemoryError:
                     if micro == 1:
                         raise
@@ -206,12 +208,7 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
                 progress(done, total)
     arrays = {name: np.concatenate(parts).astype(np.float32, copy=False)
               for name, parts in chunks.items()}
-    names = stage_names(model)
-    stage_keys = sorted((k for k in arrays if k.startswith("stage")), key=lambda k: int(k[5:]))
-    if want_stages:
-        if len(names) != len(stage_keys):
-            names = [f"stage{i}" for i in range(len(stage_keys))]
-        arrays = {**{n: arrays[k] for n, k in zip(names, stage_keys)},
-                  **{k: v for k, v in arrays.items() if not k.startswith("stage")}}
+    # forward_layers puts the stages first, in network order.
+    found = [name for name in arrays if name not in (PRE_LOGITS, LOGITS)]
     return Extracted(arrays=arrays, device=str(device), seconds=time.perf_counter() - start_time,
-                     stage_names=names if want_stages else [])
+                     stage_names=found)
