@@ -1,13 +1,15 @@
 import gc
+import hashlib
 import tempfile
 from pathlib import Path
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
 
 from .models import Checkpoint
-from .weights import ALLOWED_SUFFIXES, WeightsError, read_state_dict, sha256_of
+from .weights import ALLOWED_SUFFIXES, WeightsError, read_state_dict
 
 
 class CheckpointForm(forms.ModelForm):
@@ -17,9 +19,7 @@ class CheckpointForm(forms.ModelForm):
 
     def clean_weights_file(self):
         upload = self.cleaned_data.get("weights_file")
-        if not upload or not hasattr(upload, "temporary_file_path") and not hasattr(upload, "read"):
-            return upload
-        if getattr(upload, "_committed", False):  # an already stored file, unchanged
+        if not isinstance(upload, UploadedFile):  # none, or the file already stored
             return upload
         suffix = Path(upload.name).suffix.lower()
         if suffix not in ALLOWED_SUFFIXES:
@@ -29,17 +29,18 @@ class CheckpointForm(forms.ModelForm):
             )
         # Read it the way a worker will, before it is stored: a pickle that needs code
         # is refused here and none of it runs.
+        digest = hashlib.sha256()
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
             for chunk in upload.chunks():
                 tmp.write(chunk)
+                digest.update(chunk)
             tmp.flush()
             try:
                 read_state_dict(tmp.name)
             except WeightsError as exc:
                 raise forms.ValidationError(str(exc).replace(Path(tmp.name).name, upload.name))
         upload.seek(0)
-        self.instance.weights_sha256 = sha256_of(upload)
-        upload.seek(0)
+        self.instance.weights_sha256 = digest.hexdigest()
         return upload
 
     def clean(self):
