@@ -76,10 +76,12 @@ def enqueue(evaluation_id: int, result_ids: list[int] | None = None) -> None:
             app.send_task(EVALUATE_CHECKPOINT, args=(result_id,), queue="gpu")
     except Exception as exc:  # the broker is unreachable: say so instead of waiting forever
         log.exception("could not enqueue evaluation %s", evaluation_id)
+        message = f"the task queue could not be reached: {exc}"
+        # Failed, not pending: a retry (page or API) queues them again once it is back.
+        CheckpointResult.objects.filter(pk__in=ids, status=Status.PENDING).update(
+            status=Status.FAILED, finished_at=timezone.now(), message=message)
         Evaluation.objects.filter(pk=evaluation_id).update(
-            status=Status.FAILED, finished_at=timezone.now(),
-            message=f"the task queue could not be reached: {exc}",
-        )
+            status=Status.FAILED, finished_at=timezone.now(), message=message)
 
 
 def _check_source_classes(dataset: TargetDataset, checkpoints: list[Checkpoint]) -> None:

@@ -150,3 +150,37 @@ def test_the_web_process_does_not_load_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+def test_an_unreachable_queue_fails_the_evaluation_with_a_reason_and_retry_recovers(
+        api, dataset, monkeypatch, django_capture_on_commit_callbacks):
+    saved_checkpoint("ck-a")
+
+    def down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr("config.celery.app.send_task", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                            format="json")
+    body = api.get(response["Location"]).json()
+    assert body["status"] == "failed"
+    assert "the task queue could not be reached: broker down" in body["message"]
+    assert [r["status"] for r in body["results"]] == ["failed"]
+
+    sent = []
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: sent.append(args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        retried = api.post(f"{response['Location']}retry/")
+    assert retried.status_code == 202
+    assert sent == [CheckpointResult.objects.get().pk]
+    assert retried.json()["results"][0]["status"] == "pending"
+
+
+def test_deleting_a_dataset_removes_its_folder(api, dataset):
+    root = dataset.root
+    assert root.is_dir()
+    assert api.delete(f"/api/datasets/{dataset.pk}/").status_code == 204
+    assert not root.exists()
+    assert TargetDataset.objects.count() == 0
