@@ -125,3 +125,9 @@ def test_a_damaged_archive_is_refused_with_a_message_and_leaves_nothing(tmp_path
     with pytest.raises(ArchiveError, match="not a zip|damaged"):
         unpack_image_folder(truncated, tmp_path / "store" / "d2")
     assert not any((tmp_path / "store").iterdir())
+
+
+def test_an_archive_over_the_size_limit_is_refused(tmp_path):
+    archive = image_folder_zip(tmp_path / "a.zip", {"a": 2, "b": 2})
+    with pytest.raises(ArchiveError, match="the limit is"):
+        unpack_image_folder(archive, tmp_path / "ds", ArchiveLimits(max_bytes=10))

@@ -506,17 +506,23 @@ def test_it_shows_the_empty_zoo_state(alice, zoo):
     assert 'id="checkpoints"' not in page(response)
 
 
-def test_it_offers_to_retry_failed_checkpoints_and_queues_them(alice, owner, monkeypatch):
+def test_it_offers_to_retry_failed_checkpoints_and_queues_them(
+        alice, owner, monkeypatch, django_capture_on_commit_callbacks):
     evaluation = finished_evaluation(owner)
     assert 'id="retry-form"' not in page(alice.get(f"/evaluations/{evaluation.pk}/"))
     failed = evaluation.results.first()
     CheckpointResult.objects.filter(pk=failed.pk).update(status=Status.FAILED, message="offline")
 
     assert "Retry 1 failed checkpoint" in page(alice.get(f"/evaluations/{evaluation.pk}/"))
-    monkeypatch.setattr("transferability.submission.enqueue", lambda *a, **k: None)
-    response = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
+    sent = []
+    monkeypatch.setattr("transferability.submission.enqueue",
+                        lambda evaluation_id, result_ids=None: sent.append(
+                            (evaluation_id, result_ids)))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
 
     assert "1 checkpoint queued again." in page(response)
+    assert sent == [(evaluation.pk, [failed.pk])]
     failed.refresh_from_db()
     evaluation.refresh_from_db()
     assert failed.status == Status.PENDING and failed.scores.count() == 0

@@ -62,10 +62,29 @@ def test_it_refuses_classes_a_split_cannot_hold():
 
 
 def test_predictions_depend_only_on_the_seed():
+    from transferability import probes
+
     rng = np.random.default_rng(3)
     x = rng.normal(size=(60, 4))
     y = np.repeat([0, 1], 30)
-    assert np.array_equal(out_of_fold_predictions(x, y, seed=1), out_of_fold_predictions(x, y, seed=1))
+    first = out_of_fold_predictions(x, y, seed=1)
+    probes._REMEMBERED.clear()  # fit again rather than answer from memory
+    assert np.array_equal(first, out_of_fold_predictions(x, y, seed=1))
+    assert not np.array_equal(first, out_of_fold_predictions(x, y, seed=2))
+
+
+def test_predictions_are_remembered_by_content_not_by_identity():
+    from transferability import probes
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 3))
+    y = np.repeat([0, 1], 20)
+    probes._REMEMBERED.clear()
+    out_of_fold_predictions(x, y)
+    out_of_fold_predictions(x.copy(), y.copy())  # same content: no second fit
+    assert len(probes._REMEMBERED) == 1
+    out_of_fold_predictions(x + 1.0, y)
+    assert len(probes._REMEMBERED) == 2
 
 
 def test_source_head_correctness_by_hand():

@@ -252,3 +252,47 @@ def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, ap
     silent.refresh_from_db()
     assert silent.status == Status.DONE and silent.heartbeat_at > long_ago
     assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 409
+
+
+def test_an_evaluation_whose_every_checkpoint_failed_is_failed(owner, dataset):
+    checkpoint = saved_checkpoint("ck-gone")
+    Path(checkpoint.weights_path).unlink()
+    evaluation = submit_evaluation(owner, dataset, [checkpoint], enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.FAILED
+    assert "1 of 1 checkpoints failed" in evaluation.message
+    assert "does not exist" in evaluation.results.get().message
+
+
+def test_a_metric_that_cannot_apply_is_recorded_with_its_reason(owner, tmp_path):
+    # One class has a single image: no stratified probe, so no probe baseline and no
+    # complementarity, but every other metric is still scored.
+    archive = image_folder_zip(tmp_path / "lonely.zip", {"0": 6, "1": 6, "2": 1}, seed=5)
+    lonely = create_target_dataset(owner, "lonely", archive)
+    a, b = saved_checkpoint("ck-a"), saved_checkpoint("ck-b", seed=1)
+    evaluation = submit_evaluation(owner, lonely, [a, b], metrics=["tmi", "probe_accuracy"],
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE
+    assert "complementarity could not be computed" in evaluation.message
+    for result in evaluation.results.all():
+        probe = result.scores.get(metric="probe_accuracy")
+        assert probe.value is None and "fewer than 2 samples" in probe.error
+        assert result.scores.get(metric="tmi").value is not None
+
+
+def test_a_checkpoint_that_never_started_on_an_old_evaluation_counts_as_stalled(owner, dataset):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transferability.submission import stalled_results
+
+    evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-a")],
+                                   enqueue_work=False)
+    assert list(stalled_results(evaluation)) == []  # just submitted: give it time
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        created_at=timezone.now() - timedelta(minutes=31))
+    assert list(stalled_results(evaluation)) == [evaluation.results.get()]

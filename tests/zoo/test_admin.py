@@ -242,3 +242,31 @@ def test_a_checkpoint_uploaded_in_the_admin_scores_in_an_evaluation(admin_client
     assert result.status == "done", result.message
     assert set(result.scores.values_list("metric", flat=True)) == {"tmi", "logme"}
     assert result.feature_dim == 96
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"weights_file": SimpleUploadedFile("w.onnx", b"x")}, "weights_file",
+     "Unsupported weights format .onnx"),
+    ({"weights_file": ""}, "weights_file", "Upload a weights file"),
+    ({"weights_source": "local", "weights_file": "", "weights_path": ""}, "weights_path",
+     "Give the path of the weights file"),
+])
+def test_the_add_form_says_what_is_missing_or_wrong(admin_client, change, field, message):
+    form = {**add_form("bad", SimpleUploadedFile("unused.safetensors", b"")), **change}
+    response = admin_client.post(ADD, form)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert any(message in e for e in errors[field]), errors
+    assert not Checkpoint.objects.filter(name="bad").exists()
+
+
+def test_enable_and_disable_actions(admin_client):
+    catalog_row("resnet50.a1_in1k", enabled=False)
+    catalog_row("resnet18.a1_in1k", enabled=False)
+    admin_client.post(CHANGELIST, {"action": "enable", "_selected_action": list(
+        Checkpoint.objects.values_list("pk", flat=True))})
+    assert Checkpoint.objects.filter(enabled=True).count() == 2
+    one = Checkpoint.objects.get(name="resnet18.a1_in1k")
+    admin_client.post(CHANGELIST, {"action": "disable", "_selected_action": [one.pk]})
+    assert list(Checkpoint.objects.filter(enabled=True).values_list("name", flat=True)) == [
+        "resnet50.a1_in1k"]
