@@ -4,7 +4,6 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -24,12 +23,12 @@ from .submission import SubmissionError, retry, stalled_results, submit_evaluati
 @login_required
 def dashboard(request):
     datasets = TargetDataset.objects.filter(owner=request.user)
-    evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
-                   .defer("complementarity")
-                   .annotate(num_results=Count("results")))
+    evaluations = Evaluation.objects.filter(owner=request.user)
     return render(request, "transferability/dashboard.html", {
         "datasets": datasets[:20],
-        "evaluations": evaluations[:20],
+        # Results prefetched: each row's checkpoint count and progress read them.
+        "evaluations": evaluations.select_related("dataset").defer("complementarity")
+                                  .prefetch_related("results")[:20],
         "dataset_count": datasets.count(),
         "evaluation_count": evaluations.count(),
         "zoo_size": Checkpoint.objects.count(),

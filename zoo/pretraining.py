@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .models import Checkpoint
+from .timm_catalog import feature_dim_of
 from .weights import sha256_of_path
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def pretrain_and_register(recipe: PretrainingRecipe, weights_dir: Path,
         std=[MNIST_STD] * 3,
         num_classes=10,
         source_classes=DIGIT_CLASSES,
-        feature_dim=model.num_features,
+        feature_dim=feature_dim_of(model),
         param_count=sum(p.numel() for p in model.parameters()),
         source_dataset="MNIST (5k sample)",
         source_top1=round(top1, 2),

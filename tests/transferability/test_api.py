@@ -32,6 +32,7 @@ def test_it_needs_a_token():
 def test_it_creates_a_dataset_from_a_zip(api, dataset):
     assert dataset.class_names == ["a", "b"]
     assert dataset.class_counts == [4, 4]
+    assert dataset.archive_bytes > 0
     assert dataset.root.is_dir()
     listed = api.get("/api/datasets/").json()
     assert [d["name"] for d in listed["results"]] == ["ab"]
@@ -69,6 +70,9 @@ def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
     assert {(name, queue) for name, _, queue in sent} == {("workers.tasks.evaluate_checkpoint", "gpu")}
     body = api.get(response["Location"]).json()
     assert body["status"] == "pending"
+    listed = api.get("/api/evaluations/").json()
+    assert [(e["id"], e["url"], e["status"]) for e in listed] == [
+        (evaluation.pk, response["Location"], "pending")]
     assert {r["checkpoint"]["name"] for r in body["results"]} == {a.name, b.name}
 
 

@@ -137,13 +137,17 @@ def test_it_shows_helpful_empty_states_on_the_dashboard(alice):
     assert 'id="evaluations"' not in html and 'id="datasets"' not in html
 
 
-def test_it_lists_only_my_datasets_and_evaluations(alice, owner, outsider):
+def test_it_lists_only_my_datasets_and_evaluations(alice, owner, outsider,
+                                                    django_assert_max_num_queries):
     mine = finished_evaluation(owner)
     dataset_row(outsider, name="mallorys-secret-set")
 
-    html = page(alice.get(reverse("dashboard")))
+    with django_assert_max_num_queries(12):  # not one query per listed evaluation
+        html = page(alice.get(reverse("dashboard")))
 
-    assert mine.get_absolute_url() in table(html, "evaluations")
+    evaluations = table(html, "evaluations")
+    assert mine.get_absolute_url() in evaluations
+    assert '<td data-sort="3">3</td>' in evaluations  # its three checkpoints
     datasets = table(html, "datasets")
     assert "flowers" in datasets and "mallorys-secret-set" not in datasets
     assert "No datasets yet." not in html

@@ -12,7 +12,7 @@ class TargetDatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = TargetDataset
         fields = ["id", "url", "name", "class_names", "class_counts", "num_images",
-                  "content_hash", "created_at"]
+                  "archive_bytes", "content_hash", "created_at"]
 
 
 class DatasetUploadSerializer(serializers.Serializer):

@@ -1,4 +1,5 @@
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -51,7 +52,7 @@ class EvaluationList(APIView):
         return Response([
             {"id": e.pk, "dataset": e.dataset_id, "dataset_name": e.dataset.name,
              "status": e.status, "progress": round(e.progress, 4), "created_at": e.created_at,
-             "url": request.build_absolute_uri(f"/api/evaluations/{e.pk}/")}
+             "url": request.build_absolute_uri(reverse("api-evaluation-detail", args=[e.pk]))}
             for e in evaluations
         ])
 
