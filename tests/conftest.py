@@ -39,6 +39,15 @@ def outsider_api(outsider):
     return _token_client(outsider)
 
 
+@pytest.fixture
+def sent_tasks(monkeypatch):
+    """Tasks sent to the queue, as (task name, args, queue), instead of sending them."""
+    sent = []
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: sent.append((name, args, queue)))
+    return sent
+
+
 def _purge_broker() -> None:
     from config.celery import app
 

@@ -50,14 +50,10 @@ def test_it_refuses_a_bad_zip_and_keeps_nothing(api, tmp_path):
     assert after == before
 
 
-def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
-                                                               django_capture_on_commit_callbacks,
-                                                               monkeypatch):
+def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset, sent_tasks,
+                                                               django_capture_on_commit_callbacks):
     a = saved_checkpoint("ck-a")
     b = saved_checkpoint("ck-b", "test_vit")
-    sent = []
-    monkeypatch.setattr("config.celery.app.send_task",
-                        lambda name, args, queue: sent.append((name, args, queue)))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": [a.pk, "ck-b"]},
                             format="json")
@@ -66,8 +62,9 @@ def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset,
     assert response["Location"].endswith(f"/api/evaluations/{evaluation.pk}/")
     assert len(callbacks) == 1
     result_ids = set(CheckpointResult.objects.filter(evaluation=evaluation).values_list("pk", flat=True))
-    assert {args[0] for _, args, _ in sent} == result_ids
-    assert {(name, queue) for name, _, queue in sent} == {("workers.tasks.evaluate_checkpoint", "gpu")}
+    assert {args[0] for _, args, _ in sent_tasks} == result_ids
+    assert {(name, queue) for name, _, queue in sent_tasks} == {
+        ("workers.tasks.evaluate_checkpoint", "gpu")}
     body = api.get(response["Location"]).json()
     assert body["status"] == "pending"
     listed = api.get("/api/evaluations/").json()
@@ -157,13 +154,16 @@ def test_the_web_process_does_not_load_torch():
 
 
 def test_an_unreachable_queue_fails_the_evaluation_with_a_reason_and_retry_recovers(
-        api, dataset, monkeypatch, django_capture_on_commit_callbacks):
+        api, dataset, monkeypatch, sent_tasks, django_capture_on_commit_callbacks):
     saved_checkpoint("ck-a")
 
     def down(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr("config.celery.app.send_task", down)
+    from config.celery import app
+
+    capture = app.send_task  # sent_tasks' stand-in, for when the queue is back
+    monkeypatch.setattr(app, "send_task", down)
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
                             format="json")
@@ -172,13 +172,11 @@ def test_an_unreachable_queue_fails_the_evaluation_with_a_reason_and_retry_recov
     assert "the task queue could not be reached: broker down" in body["message"]
     assert [r["status"] for r in body["results"]] == ["failed"]
 
-    sent = []
-    monkeypatch.setattr("config.celery.app.send_task",
-                        lambda name, args, queue: sent.append(args[0]))
+    monkeypatch.setattr(app, "send_task", capture)  # the queue is back
     with django_capture_on_commit_callbacks(execute=True):
         retried = api.post(f"{response['Location']}retry/")
     assert retried.status_code == 202
-    assert sent == [CheckpointResult.objects.get().pk]
+    assert [args[0] for _, args, _ in sent_tasks] == [CheckpointResult.objects.get().pk]
     assert retried.json()["results"][0]["status"] == "pending"
 
 

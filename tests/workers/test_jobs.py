@@ -184,7 +184,7 @@ def test_the_evaluation_page_lists_stages_in_network_order(client, owner, datase
 
 
 def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
-        owner, dataset, api, monkeypatch, django_capture_on_commit_callbacks):
+        owner, dataset, api, sent_tasks, django_capture_on_commit_callbacks):
     good = saved_checkpoint("ck-good", seed=1)
     late = saved_checkpoint("ck-late", "test_vit", seed=2)
     weights = Path(late.weights_path)
@@ -199,14 +199,12 @@ def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
     assert evaluation.complementarity is None  # one checkpoint finished: no pairs
 
     hidden.rename(weights)
-    sent = []
-    monkeypatch.setattr("config.celery.app.send_task",
-                        lambda name, args, queue: sent.append(args[0]))
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/evaluations/{evaluation.pk}/retry/")
     assert response.status_code == 202
     retried = evaluation.results.get(checkpoint=late)
-    assert sent == [retried.pk]  # only the failed one goes back on the queue
+    # only the failed one goes back on the queue
+    assert [args[0] for _, args, _ in sent_tasks] == [retried.pk]
     assert response.json()["status"] == "running"
 
     last = jobs.evaluate_checkpoint(retried.pk)
@@ -218,9 +216,8 @@ def test_failed_checkpoints_can_be_retried_once_their_weights_are_there(
     assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 409
 
 
-def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, api, monkeypatch,
-                                                              client,
-                                                              django_capture_on_commit_callbacks):
+def test_a_checkpoint_whose_worker_went_silent_can_be_retried(
+        owner, dataset, api, sent_tasks, client, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -234,9 +231,6 @@ def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, ap
     CheckpointResult.objects.filter(pk=busy.pk).update(status=Status.RUNNING, attempts=1,
                                                        heartbeat_at=timezone.now())
     Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.RUNNING)
-    sent = []
-    monkeypatch.setattr("config.celery.app.send_task",
-                        lambda name, args, queue: sent.append(args[0]))
     client.force_login(owner)
     assert "Retry 1 stalled checkpoint" in client.get(f"/evaluations/{evaluation.pk}/").content.decode()
 
@@ -244,7 +238,8 @@ def test_a_checkpoint_whose_worker_went_silent_can_be_retried(owner, dataset, ap
         response = api.post(f"/api/evaluations/{evaluation.pk}/retry/")
 
     assert response.status_code == 202
-    assert sent == [silent.pk]  # the one still beating is left alone
+    # the one still beating is left alone
+    assert [args[0] for _, args, _ in sent_tasks] == [silent.pk]
     silent.refresh_from_db()
     assert silent.status == Status.PENDING
     # The worker that picks it up scores it (a live worker beats as it goes).
