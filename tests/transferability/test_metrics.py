@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from transferability import metrics  # noqa: E402
 from transferability.metrics import REGISTRY, applicable_metrics, get_metric  # noqa: E402
-from transferability.metrics import knn_entropy  # noqa: E402
-from transferability.metrics.neural_collapse import ncti_components  # noqa: E402
+from transferability.metrics import tmi  # noqa: E402
+from transferability.metrics.ncti import ncti_components  # noqa: E402
 
 ALL_SPECS = list(REGISTRY.values())
 SOURCE_SPECS = [s for s in ALL_SPECS if s.needs == "source_probs"]

@@ -1,25 +1,32 @@
-"""Transferability metric panel: plain functions over numpy arrays (no Django).
+"""Transferability metric panel: plain functions over arrays (no Django).
 
-Every metric is ``func(features, labels, ...) -> float`` (or ``func(source_probs, labels)``
-for the two source-head metrics LEEP and NCE). Labels may be of any type; each metric maps
-them to 0..C-1 with ``np.unique``. Malformed or degenerate input raises ValueError with a
-message saying why; no metric returns NaN or inf. See docs/science.md, sections 2 and 3,
-and :data:`REGISTRY` for names, directions and references.
+One file per metric, named after it (``sfda.py`` holds SFDA). Every feature metric is
+``func(features, labels, ...) -> float`` where ``features`` may also be a
+:class:`FeatureStatistics`, the statistics shared by the whole panel (computed once per
+checkpoint; see :mod:`.statistics` and :mod:`.panel`). LEEP and NCE take
+``func(source_probs, labels)``. NCTI is relative to a candidate set: ``ncti_components``
+per checkpoint, ``ncti_from_components`` / ``ncti_set`` across the set. Labels may be of
+any type; each metric maps them to 0..C-1 with ``np.unique``. Malformed or degenerate
+input raises ValueError saying why; no metric returns NaN or inf. See docs/science.md,
+sections 2, 3 and 7, and :data:`REGISTRY` for names, directions and references.
 """
 
 from .baselines import knn_accuracy, probe_accuracy
-from .bhattacharyya import gbc
-from .coding_rate import transrate
-from .covariance import hscore, shrinkage_hscore
-from .distance_correlation import parc
-from .evidence import logme
-from .fisher import sfda
-from .knn_entropy import tmi
-from .mixture import nleep
-from .neural_collapse import ncti
+from .gbc import gbc
+from .hscore import hscore, shrinkage_hscore
+from .leep import leep
+from .logme import logme
+from .ncti import ncti_components, ncti_from_components, ncti_set
+from .nce import nce
+from .nleep import nleep
+from .panel import PanelScore, score_panel
+from .parc import parc
 from .registry import (PRIMARY_METRIC, REGISTRY, MetricSpec, applicable_metrics, get_metric,
                        ranking_metric)
-from .source_head import leep, nce
+from .sfda import sfda
+from .statistics import FeatureStatistics
+from .tmi import tmi
+from .transrate import transrate
 
 __all__ = [
     "tmi",
@@ -33,9 +40,14 @@ __all__ = [
     "sfda",
     "transrate",
     "parc",
-    "ncti",
+    "ncti_components",
+    "ncti_from_components",
+    "ncti_set",
     "knn_accuracy",
     "probe_accuracy",
+    "FeatureStatistics",
+    "PanelScore",
+    "score_panel",
     "PRIMARY_METRIC",
     "REGISTRY",
     "MetricSpec",

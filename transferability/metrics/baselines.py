@@ -3,56 +3,65 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from ..probes import probe_correctness
-from ._validation import check_features_labels, check_positive_int, class_counts, pow2_scale
+from ._validation import check_features_labels, check_positive_int, class_counts
+from .sampling import stratified_subsample
+from .statistics import statistics_of
 
-__all__ = ["knn_accuracy", "probe_accuracy"]
+__all__ = ["knn_accuracy", "probe_accuracy", "KNN_SAMPLE_LIMIT"]
+
+# Above this many samples k-NN accuracy is estimated on a stratified subsample of queries.
+KNN_SAMPLE_LIMIT = 10_000
 
 
-def knn_accuracy(features, labels, k: int = 5, metric: str = "euclidean") -> float:
+def knn_accuracy(features, labels=None, k: int = 5, max_samples: int = KNN_SAMPLE_LIMIT,
+                 random_state: int = 0) -> float:
     """Leave-one-out k-nearest-neighbour accuracy of the features. Higher is better; in [0, 1].
 
     Each sample is classified by a majority vote of its ``k`` (default 5) nearest *other*
-    samples (exact brute-force search with scikit-learn, Euclidean distance by default);
-    the sample itself is excluded by index, so exact duplicates of it still vote. Ties
-    between classes go to the class whose member is nearest. Standard k-NN evaluation
-    (Cover & Hart, IEEE Trans. Inf. Theory 1967), proposed as a transferability estimator
-    by Sorkhei et al., "k-NN as a Simple and Effective Estimator of Transferability",
-    arXiv 2503.18528.
+    samples (exact Euclidean search, float64); the sample itself is excluded by index, so
+    exact duplicates of it still vote. Ties between classes go to the class whose member is
+    nearest. Standard k-NN evaluation (Cover & Hart, IEEE Trans. Inf. Theory 1967), proposed
+    as a transferability estimator by Sorkhei et al., "k-NN as a Simple and Effective
+    Estimator of Transferability", arXiv 2503.18528; with ``k=1`` it equals dbolya/parc's
+    ``kNN`` baseline (docs/science.md §7).
+
+    Above ``max_samples`` samples, the accuracy is estimated on a class-stratified subset of
+    ``max_samples`` query samples (drawn with ``random_state``), each still searched against
+    *all* samples: an unbiased estimate of the full leave-one-out accuracy, at
+    ``max_samples / N`` of the cost.
 
     Args:
-        features: ``N x D`` features (float32 or float64).
+        features: ``N x D`` features, or a :class:`~.statistics.FeatureStatistics`.
         labels: length-N labels of any type (at least 2 classes).
         k: number of neighbours; needs N >= k + 1, otherwise ValueError.
-        metric: any scikit-learn ``NearestNeighbors`` metric.
     """
     k = check_positive_int(k, "k")
-    X, y, n_classes = check_features_labels(features, labels, keep_float32=True)
-    n = X.shape[0]
+    max_samples = check_positive_int(max_samples, "max_samples")
+    stats = statistics_of(features, labels)
+    stats.require_classes(2)
+    n, y = stats.n, stats.y
     if n < k + 1:
         raise ValueError(f"leave-one-out k-NN with k={k} needs at least {k + 1} samples, got {n}")
-    X = X / X.dtype.type(pow2_scale(X))  # exact; neighbours do not depend on the scale
-    search = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", metric=metric).fit(X)
-    _, index = search.kneighbors(X)
-    is_self = index == np.arange(n)[:, None]
-    # Rows where self was pushed out by duplicates: drop the farthest neighbour instead.
-    missing = ~is_self.any(axis=1)
-    is_self[missing, -1] = True
-    neighbours = index[~is_self].reshape(n, k)
-    votes = np.zeros((n, n_classes))
+    queries = stratified_subsample(y, max_samples, random_state) if n > max_samples \
+        else np.arange(n)
+    backend = stats.backend
+    # Centred and scaled by a power of two: the same neighbours, no overflow.
+    neighbours = backend.nearest_others(backend.rows(stats.centred, queries), queries,
+                                        stats.centred, k)
+    votes = np.zeros((queries.size, stats.n_classes))
     # Weight 1 + tiny rank bonus: ties are broken in favour of the nearer neighbour's class.
     bonus = 1.0 / (k * (k + 1))
+    rows = np.arange(queries.size)
     for rank in range(k):
-        votes[np.arange(n), y[neighbours[:, rank]]] += 1.0 + bonus * (k - rank)
-    predicted = np.argmax(votes, axis=1)
-    return float(np.mean(predicted == y))
+        votes[rows, y[neighbours[:, rank]]] += 1.0 + bonus * (k - rank)
+    return float(np.mean(np.argmax(votes, axis=1) == y[queries]))
 
 
 def probe_accuracy(
     features,
-    labels,
+    labels=None,
     n_splits: int = 5,
     C: float = 1.0,
     max_iter: int = 1000,
@@ -72,11 +81,12 @@ def probe_accuracy(
     sides of a split).
 
     Args:
-        features: ``N x D`` features (float32 or float64).
+        features: ``N x D`` features, or a :class:`~.statistics.FeatureStatistics`.
         labels: length-N labels of any type (at least 2 classes).
     """
     n_splits = check_positive_int(n_splits, "n_splits", minimum=2)
-    X, y, n_classes = check_features_labels(features, labels, keep_float32=True)
+    stats = statistics_of(features, labels)
+    X, y, n_classes = check_features_labels(stats.features, stats.y, keep_float32=True)
     smallest = int(class_counts(y, n_classes).min())
     if smallest < 2:
         raise ValueError(

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .baselines import knn_accuracy, probe_accuracy
-from .bhattacharyya import gbc
-from .coding_rate import transrate
-from .covariance import hscore, shrinkage_hscore
-from .distance_correlation import parc
-from .evidence import logme
-from .fisher import sfda
-from .knn_entropy import tmi
-from .mixture import nleep
-from .neural_collapse import ncti
-from .source_head import leep, nce
+from .baselines import KNN_SAMPLE_LIMIT, knn_accuracy, probe_accuracy
+from .gbc import gbc
+from .hscore import hscore, shrinkage_hscore
+from .leep import leep
+from .logme import logme
+from .ncti import ncti_components, ncti_from_components
+from .nce import nce
+from .nleep import NLEEP_SAMPLE_LIMIT, nleep
+from .parc import parc
+from .sfda import sfda
+from .tmi import tmi
+from .transrate import transrate
 
 __all__ = ["MetricSpec", "PRIMARY_METRIC", "REGISTRY", "applicable_metrics", "get_metric",
            "ranking_metric"]
@@ -28,18 +29,25 @@ SOURCE_PROBS = "source_probs"
 class MetricSpec:
     name: str  # function name, used as a key in the database and the API
     label: str  # for page headers
-    func: Callable[..., float]  # func(inputs, labels) -> float
+    func: Callable  # func(inputs, labels) -> float (a dict of components if relative_to_set)
     needs: str  # 'features' or 'source_probs'
     higher_is_better: bool
     kind: str  # 'metric' or 'baseline'
     reference: str  # short citation
+    # Scores relative to the evaluation's candidate set: func returns raw components per
+    # checkpoint, combine turns every candidate's components into their scores.
+    relative_to_set: bool = False
+    combine: Callable[[list[dict]], list[float]] | None = None
+    # Above this many samples the metric runs on a stratified subsample (stated with it).
+    sample_limit: int | None = None
 
 
 _SPECS = [
     MetricSpec("tmi", "TMI", tmi, FEATURES, True, "metric", "Xu & Kang, ICCV 2023"),
     MetricSpec("logme", "LogME", logme, FEATURES, True, "metric", "You et al., ICML 2021"),
     MetricSpec("leep", "LEEP", leep, SOURCE_PROBS, True, "metric", "Nguyen et al., ICML 2020"),
-    MetricSpec("nleep", "N-LEEP", nleep, FEATURES, True, "metric", "Li et al., CVPR 2021"),
+    MetricSpec("nleep", "N-LEEP", nleep, FEATURES, True, "metric", "Li et al., CVPR 2021",
+               sample_limit=NLEEP_SAMPLE_LIMIT),
     MetricSpec("nce", "NCE", nce, SOURCE_PROBS, True, "metric", "Tran et al., ICCV 2019"),
     MetricSpec("hscore", "H-score", hscore, FEATURES, True, "metric", "Bao et al., ICIP 2019"),
     MetricSpec("shrinkage_hscore", "Shrinkage H-score", shrinkage_hscore, FEATURES, True,
@@ -49,9 +57,10 @@ _SPECS = [
     MetricSpec("transrate", "TransRate", transrate, FEATURES, True, "metric",
                "Huang et al., ICML 2022"),
     MetricSpec("parc", "PARC", parc, FEATURES, True, "metric", "Bolya et al., NeurIPS 2021"),
-    MetricSpec("ncti", "NCTI", ncti, FEATURES, True, "metric", "Wang et al., ICCV 2023"),
+    MetricSpec("ncti", "NCTI", ncti_components, FEATURES, True, "metric",
+               "Wang et al., ICCV 2023", relative_to_set=True, combine=ncti_from_components),
     MetricSpec("knn_accuracy", "k-NN accuracy", knn_accuracy, FEATURES, True, "baseline",
-               "leave-one-out 5-NN; Cover & Hart 1967"),
+               "leave-one-out 5-NN; Cover & Hart 1967", sample_limit=KNN_SAMPLE_LIMIT),
     MetricSpec("probe_accuracy", "Linear probe accuracy", probe_accuracy, FEATURES, True,
                "baseline", "5-fold logistic regression; Kornblith et al., CVPR 2019"),
 ]

@@ -1,7 +1,8 @@
-"""Metrics on the source head's softmax: LEEP and NCE.
+"""LEEP: the log expected empirical prediction through the checkpoint's own source head.
 
-Both take ``source_probs``, the N x C_source softmax probabilities of the checkpoint's own
-classifier on the target images, and the target labels.
+Takes ``source_probs``, the N x C_source softmax probabilities of the checkpoint's own
+classifier on the target images, and the target labels. N-LEEP reuses
+:func:`leep_from_probs` with a Gaussian mixture in place of the head.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 
 from ._validation import check_source_probs, require_finite
 
-__all__ = ["leep", "nce"]
+__all__ = ["leep", "leep_from_probs"]
 
 _BLOCK_ENTRIES = 1 << 22
 
@@ -44,8 +45,8 @@ def leep(source_probs, labels) -> float:
 
     Higher is better; LEEP <= 0.
 
-    Variant: the paper's definition *with* the log, i.e. the average log of the expected
-    empirical prediction. With theta(x_i) the source softmax (N x Z), the empirical joint
+    Follows thuml/LogME ``LEEP.py`` (``LEEP``), the paper's definition *with* the log:
+    the average log of the expected empirical prediction. With theta(x_i) the source softmax (N x Z), the empirical joint
     P(y, z) = 1/N sum_{i: y_i = y} theta(x_i)_z, the conditional P(y | z) = P(y, z) / P(z),
     and::
 
@@ -58,27 +59,3 @@ def leep(source_probs, labels) -> float:
     """
     P, y, n_classes = check_source_probs(source_probs, labels)
     return require_finite(leep_from_probs(P, y, n_classes), "LEEP")
-
-
-def nce(source_probs, labels) -> float:
-    """NCE (Tran, Nguyen & Hassner, ICCV 2019, arXiv 1908.08142). Higher is better; NCE <= 0.
-
-    Variant: the paper's negative conditional entropy of the *target* labels Y given the
-    *source* labels Z, NCE = -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z), where Z is the
-    source head's argmax (hard dummy source labels; ties go to the lowest source index)
-    and P is the empirical joint over the N target samples. Natural log.
-
-    Args:
-        source_probs: ``N x C_source`` softmax probabilities of the checkpoint's own head.
-        labels: length-N target labels of any type (at least 2 classes).
-    """
-    P, y, n_classes = check_source_probs(source_probs, labels)
-    n, n_source = P.shape
-    z = np.argmax(P, axis=1)
-    counts = np.bincount(y * n_source + z, minlength=n_classes * n_source)
-    counts = counts.reshape(n_classes, n_source).astype(np.float64)
-    z_counts = counts.sum(axis=0)
-    nz = counts > 0
-    conditional = counts[nz] / np.broadcast_to(z_counts, counts.shape)[nz]
-    value = float(np.sum(counts[nz] / n * np.log(conditional)))
-    return require_finite(value, "NCE")
