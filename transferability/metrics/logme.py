@@ -17,7 +17,7 @@ _TINY = 1e-300
 _CLIP = 1e100
 
 
-def logme(features, labels, max_iter: int = 100, tol: float = 1e-6) -> float:
+def logme(features, labels=None, max_iter: int = 100, tol: float = 1e-6) -> float:
     """LogME (You et al., ICML 2021, arXiv 2102.11005). Higher is better.
 
     Follows thuml/LogME, ``LogME._fit_fixed_point`` (classification): for each class k the

@@ -15,7 +15,7 @@ from .statistics import statistics_of
 
 __all__ = ["tmi"]
 
-def tmi(features, labels, k: int = 3, min_dist: float = 1.0) -> float:
+def tmi(features, labels=None, k: int = 3, min_dist: float = 1.0) -> float:
     """TMI (Xu & Kang, ICCV 2023, arXiv 2308.05986): conditional entropy H(Z | Y).
 
     Higher is better (more intra-class feature variance = more transferable, per the paper).
