@@ -1,21 +1,20 @@
-"""Time every transferability metric on synthetic data over a grid of N, D and C.
+"""Time the metric panel on synthetic data over a grid of N, D and C.
 
 Usage (from the repository root):
 
     .venv/bin/python bench/metrics.py --quick
-    .venv/bin/python bench/metrics.py --n 1000 10000 --d 512 --c 20 200 --metrics tmi logme
+    .venv/bin/python bench/metrics.py --n 10000 --d 1024 --c 100 --json
+    .venv/bin/python bench/metrics.py --n 50000 --d 2048 --c 100 --device cuda
+
+Each cell runs the whole panel once, as a worker does (``score_panel``: shared statistics
+computed once, then every metric), and prints each metric's seconds, the panel total, the
+time of one float64 ``X.T @ X`` on the same features (this machine's BLAS yardstick, best
+of three) and the ratio total / Gram, so that the figure travels between machines.
+``--device cuda`` runs the torch path (the Gram yardstick then runs on the device too).
 
 Synthetic features are Gaussian class means plus unit noise, float32, balanced classes.
-Times include each metric's first-call overheads (the first cell is the coldest).
-Metrics that need the source head get a synthetic N x 1000 softmax in which each target
-class favours one source class; they do not depend on D, so they run once per (N, C) and
-show D as "-".
-
-Budget: cells run from small to large. Once a metric takes longer than ``--budget`` seconds
-on a cell, every cell at least as large in N, D and C is skipped for that metric and shown
-as "skipped (> budget)". A running cell is never interrupted, so the worst case is one
-over-budget cell per metric and direction. A metric that raises shows its error in the
-cell and the run goes on.
+The source-head metrics get a synthetic N x 1000 softmax in which each target class
+favours one source class. Times include first-call overheads (the first cell is coldest).
 """
 
 from __future__ import annotations
@@ -31,10 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FULL_GRID = {"n": [1000, 5000, 10000, 50000], "d": [128, 512, 2048], "c": [2, 20, 200]}
+FULL_GRID = {"n": [1000, 10000, 50000], "d": [128, 1024, 2048], "c": [2, 20, 100]}
 QUICK_GRID = {"n": [1000], "d": [128], "c": [2, 20]}
 N_SOURCE_CLASSES = 1000
-SKIPPED = "skipped (> budget)"
 
 
 def synthetic_features(n: int, d: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +61,27 @@ def synthetic_source_probs(labels: np.ndarray, c: int, seed: int) -> np.ndarray:
     return logits
 
 
+def gram_seconds(features: np.ndarray, device: str | None) -> float:
+    """Best of three float64 ``X.T @ X`` on the same features (on the device if given)."""
+    if device is None:
+        X = features.astype(np.float64)
+        run, sync = (lambda: X.T @ X), (lambda: None)
+    else:
+        import torch
+
+        X = torch.as_tensor(features, device=device).to(torch.float64)
+        run = lambda: X.T @ X  # noqa: E731
+        sync = torch.cuda.synchronize if X.is_cuda else (lambda: None)
+    best = float("inf")
+    for _ in range(3):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def parse_args(argv, metric_names):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -71,11 +90,13 @@ def parse_args(argv, metric_names):
     parser.add_argument("--d", type=int, nargs="+", help=f"feature dims (default {FULL_GRID['d']})")
     parser.add_argument("--c", type=int, nargs="+", help=f"class counts (default {FULL_GRID['c']})")
     parser.add_argument("--metrics", nargs="+", metavar="NAME",
-                        help=f"metrics to time (default all: {', '.join(metric_names)})")
-    parser.add_argument("--budget", type=float, default=120.0,
-                        help="seconds per cell before a metric's larger cells are skipped")
+                        help=f"metrics to run (default all: {', '.join(metric_names)})")
+    parser.add_argument("--device", default=None,
+                        help="torch device for the panel (cuda, cpu); default NumPy")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (cells with per-metric seconds, panel "
+                             "total, Gram seconds, ratio) instead of the tables")
     args = parser.parse_args(argv)
     grid = QUICK_GRID if args.quick else FULL_GRID
     for axis in ("n", "d", "c"):
@@ -90,102 +111,61 @@ def parse_args(argv, metric_names):
     return args
 
 
-class Budget:
-    """Remembers, per metric, the cells that ran over budget."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.over: dict[str, list[tuple]] = {}
-
-    def record(self, metric: str, cell: tuple, seconds: float) -> None:
-        if seconds > self.seconds:
-            self.over.setdefault(metric, []).append(cell)
-
-    def exceeded(self, metric: str, cell: tuple) -> bool:
-        """Is ``cell`` at least as large on every axis as a cell that ran over budget?"""
-        return any(
-            all(a is None or b is None or a >= b for a, b in zip(cell, slow))
-            for slow in self.over.get(metric, [])
-        )
-
-
-def format_score(value) -> str:
-    try:
-        return f"{float(value):.6g}"
-    except (TypeError, ValueError):
-        return repr(value)[:30]
-
-
-def time_metric(spec, inputs, labels) -> tuple[str, str, float | None]:
-    """Run one metric once; return (seconds text, score text, seconds or None on error)."""
+def run_cell(n, d, c, args, registry, score_panel) -> dict:
+    features, labels = synthetic_features(n, d, c, args.seed)
+    specs = [registry[name] for name in args.metrics]
+    probs = None
+    if any(spec.needs == "source_probs" for spec in specs):
+        probs = synthetic_source_probs(labels, c, args.seed)
+    gram = gram_seconds(features, args.device)
     start = time.perf_counter()
+    scores = score_panel(features, labels, specs, source_probs=probs, device=args.device)
+    total = time.perf_counter() - start
+    del features, labels, probs
+    gc.collect()
+    return {
+        "n": n, "d": d, "c": c, "device": args.device or "numpy",
+        "panel_seconds": total, "gram_seconds": gram, "ratio": total / gram,
+        "metrics": [{"metric": s.name, "seconds": s.seconds,
+                     "value": s.value if s.value is not None else s.details.get("components"),
+                     "error": s.error, "note": s.details.get("note", "")} for s in scores],
+    }
+
+
+def print_cell(cell: dict, out) -> None:
+    print(f"\nN={cell['n']} D={cell['d']} C={cell['c']} on {cell['device']}", file=out)
+    print(f"{'metric':<18}{'seconds':>9}  value", file=out)
+    for row in cell["metrics"]:
+        shown = row["error"][:60] if row["error"] else row["value"]
+        if isinstance(shown, float):
+            shown = f"{shown:.6g}"
+        note = f"  ({row['note']})" if row["note"] else ""
+        print(f"{row['metric']:<18}{row['seconds']:>9.3f}  {shown}{note}", file=out)
+    print(f"{'panel total':<18}{cell['panel_seconds']:>9.3f}", file=out)
+    print(f"{'X.T @ X (float64)':<18}{cell['gram_seconds']:>9.3f}", file=out)
+    print(f"{'ratio':<18}{cell['ratio']:>9.1f}  panel total / Gram", file=out, flush=True)
+
+
+def main(argv=None) -> int:
     try:
-        value = spec.func(inputs, labels)
-    except Exception as error:  # a broken metric must not stop the benchmark
-        message = str(error).splitlines()[0][:80] if str(error) else ""
-        return f"error: {type(error).__name__}: {message}", "", None
-    seconds = time.perf_counter() - start
-    return f"{seconds:.3f}", format_score(value), seconds
-
-
-def run(args, registry) -> list[dict]:
-    columns = ("metric", "N", "D", "C", "seconds", "score")
-    widths = (max(12, *(len(m) for m in args.metrics)), 6, 5, 4, 8, 10)
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(line.format(*columns))
-    print("  ".join("-" * w for w in widths), flush=True)
-    budget = Budget(args.budget)
-    rows = []
-    done_source_cells = set()
+        from transferability.metrics import REGISTRY, score_panel
+    except Exception as error:
+        print(f"cannot import transferability.metrics: {error!r}", file=sys.stderr)
+        return 2
+    args = parse_args(argv, list(REGISTRY))
+    out = sys.stderr if args.json else sys.stdout
+    print(f"grid: N={args.n} D={args.d} C={args.c}", file=out)
+    cells = []
     for n in args.n:
         for d in args.d:
             for c in args.c:
                 if c > n:
                     continue
-                features, labels = synthetic_features(n, d, c, args.seed)
-                source_probs = None
-                for name in args.metrics:
-                    spec = registry[name]
-                    if spec.needs == "source_probs":
-                        if (name, n, c) in done_source_cells:
-                            continue
-                        done_source_cells.add((name, n, c))
-                        cell = (n, None, c)
-                        if source_probs is None:
-                            source_probs = synthetic_source_probs(labels, c, args.seed)
-                        inputs = source_probs
-                    elif spec.needs == "features":
-                        cell, inputs = (n, d, c), features
-                    else:
-                        cell, inputs = (n, d, c), None
-                    if inputs is None:
-                        cell_text, score, seconds = f"skipped (needs {spec.needs!r})", "", None
-                    elif budget.exceeded(name, cell):
-                        cell_text, score, seconds = SKIPPED, "", None
-                    else:
-                        cell_text, score, seconds = time_metric(spec, inputs, labels)
-                        if seconds is not None:
-                            budget.record(name, cell, seconds)
-                    shown_d = "-" if cell[1] is None else d
-                    print(line.format(name, n, shown_d, c, cell_text, score), flush=True)
-                    rows.append({"metric": name, "n": n, "d": cell[1], "c": c,
-                                 "seconds": seconds, "cell": cell_text, "score": score})
-                del features, labels, source_probs
-                gc.collect()
-    return rows
-
-
-def main(argv=None) -> int:
-    try:
-        from transferability.metrics import REGISTRY
-    except Exception as error:
-        print(f"cannot import transferability.metrics.REGISTRY: {error!r}", file=sys.stderr)
-        return 2
-    args = parse_args(argv, list(REGISTRY))
-    print(f"grid: N={args.n} D={args.d} C={args.c}; budget {args.budget:g} s per cell")
-    rows = run(args, REGISTRY)
+                cell = run_cell(n, d, c, args, REGISTRY, score_panel)
+                print_cell(cell, out)
+                cells.append(cell)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        print(json.dumps({"cells": cells}, indent=2))
     return 0
 
 

@@ -62,13 +62,15 @@ class FeatureStatistics:
 
     @property
     def constant_columns(self) -> np.ndarray:
-        return self._once("constant", lambda: np.ptp(self.features, axis=0) == 0.0)
+        return self._once("constant", lambda: np.max(self.features, axis=0)
+                          == np.min(self.features, axis=0))
 
     @property
     def scale(self) -> float:
         """Power of two at or below the largest centred magnitude (1.0 if all constant)."""
         def compute():
-            top = float(np.max(np.abs(self.features - self.mean), initial=0.0))
+            top = float(np.max(np.maximum(np.max(self.features, axis=0) - self.mean,
+                                          self.mean - np.min(self.features, axis=0))))
             return 1.0 if top == 0.0 else float(2.0 ** np.floor(np.log2(top)))
         return self._once("scale", compute)
 
