@@ -167,6 +167,9 @@ class MetricScore(models.Model):
     value = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
+    # "components": raw per-checkpoint parts of a metric relative to the candidate set
+    # (value is set from them when the evaluation finishes); "note": how it was approximated.
+    details = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["result", "layer", "metric"]

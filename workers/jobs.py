@@ -18,7 +18,9 @@ from django.utils import timezone
 from scipy.special import softmax
 
 from transferability.archives import read_manifest
-from transferability.metrics import applicable_metrics, get_metric, ranking_metric
+from transferability.metrics import (REGISTRY, PanelScore, applicable_metrics, get_metric,
+                                     ranking_metric, score_panel)
+from transferability.metrics.registry import SOURCE_PROBS
 from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
 from transferability.complementarity import complementarity_report
 from transferability.probes import probe_correctness, source_head_correctness
@@ -196,32 +198,39 @@ def _progress_writer(result_id: int, every_seconds: float = 0.5):
 
 
 def score_features(result: CheckpointResult, features: Features) -> None:
-    """Run the evaluation's metric panel on the features; one row per metric and layer."""
+    """Run the evaluation's metric panel on the features; one row per metric and layer.
+
+    Metrics relative to the candidate set store their raw components and no value yet:
+    ``finalize_evaluation`` combines them across the evaluation's checkpoints.
+    """
     evaluation = result.evaluation
     specs = applicable_metrics(
         has_source_head=LOGITS in features.arrays, names=evaluation.metrics or None
     )
-    rows = []
+    source_probs = None
+    if LOGITS in features.arrays and any(s.needs == SOURCE_PROBS for s in specs):
+        source_probs = softmax(features.arrays[LOGITS].astype(np.float64), axis=1)
+    device = choose_device()
+    # The panel's N-sized arithmetic goes to the GPU when the worker has one.
+    panel_device = device if device.type == "cuda" else None
 
-    def score(spec, inputs: np.ndarray, layer: str) -> None:
-        rows.append(_score(spec, inputs, features.labels, layer))
+    def beat(_score) -> None:
         # A sign of life between metrics, some of which take minutes on large datasets.
         CheckpointResult.objects.filter(pk=result.pk).update(heartbeat_at=timezone.now())
 
-    source_probs = None
-    for spec in specs:
-        if spec.needs == "source_probs":
-            if source_probs is None:
-                source_probs = softmax(features.arrays[LOGITS].astype(np.float64), axis=1)
-            score(spec, source_probs, PRE_LOGITS)
-        else:
-            score(spec, features.arrays[PRE_LOGITS], PRE_LOGITS)
+    def panel(layer: str, layer_specs) -> list[MetricScore]:
+        if not layer_specs:
+            return []
+        scores = score_panel(features.arrays[layer], features.labels, layer_specs,
+                             source_probs=source_probs, device=panel_device, after_each=beat)
+        return [_row(score, layer) for score in scores]
+
+    rows = panel(PRE_LOGITS, specs)
     best_stage = ""
     if evaluation.score_stages and features.stage_names:
-        feature_specs = [s for s in specs if s.needs == "features"]
+        feature_specs = [s for s in specs if s.needs != SOURCE_PROBS]
         for stage in features.stage_names:
-            for spec in feature_specs:
-                score(spec, features.arrays[stage], stage)
+            rows += panel(stage, feature_specs)
         best_stage = _best_layer(rows, features.stage_names + [PRE_LOGITS])
     needs_correctness = (evaluation.correctness_source == Evaluation.CorrectnessSource.TARGET
                          and evaluation.results.count() > 1)  # pairs need two checkpoints
@@ -243,21 +252,23 @@ def score_features(result: CheckpointResult, features: Features) -> None:
         CheckpointResult.objects.filter(pk=result.pk).update(best_stage=best_stage)
 
 
-def _score(spec, inputs: np.ndarray, labels: np.ndarray, layer: str) -> MetricScore:
-    started = time.perf_counter()
-    try:
-        value, error = float(spec.func(inputs, labels)), ""
-        if not np.isfinite(value):
-            value, error = None, f"{spec.name} is not finite on these features"
-    except ValueError as exc:
-        value, error = None, str(exc)
-    return MetricScore(metric=spec.name, layer=layer, value=value, error=error,
-                       seconds=time.perf_counter() - started)
+def _row(score: PanelScore, layer: str) -> MetricScore:
+    value, error, details = score.value, score.error, dict(score.details)
+    components = details.get("components")
+    if components is not None and not all(np.isfinite(v) for v in components.values()):
+        # Nothing to combine (and JSON has no inf or NaN): an error like any other metric's.
+        del details["components"]
+        error = f"{score.name} is not finite on these features"
+    return MetricScore(metric=score.name, layer=layer, value=value, error=error,
+                       seconds=score.seconds, details=details)
 
 
 def _best_layer(rows: list[MetricScore], layers: list[str]) -> str:
-    """The layer the ranking metric scores best; "" when nothing was scored."""
-    metric = ranking_metric(r.metric for r in rows)
+    """The layer the ranking metric scores best; "" when nothing was scored.
+
+    Metrics relative to the candidate set have no value yet, so they do not take part.
+    """
+    metric = ranking_metric(r.metric for r in rows if not get_metric(r.metric).relative_to_set)
     if metric is None:
         return ""
     spec = get_metric(metric)
@@ -289,6 +300,7 @@ def finalize_evaluation(evaluation_id: int) -> None:
     if failed:
         messages.append(f"{len(failed)} of {len(results)} checkpoints failed: "
                         + "; ".join(f"{r.checkpoint.name}: {r.message}" for r in failed[:5]))
+    combine_set_scores(done)
     report = None
     if len(done) >= 2:
         try:
@@ -301,6 +313,30 @@ def finalize_evaluation(evaluation_id: int) -> None:
         message=" ".join(messages),
         finished_at=timezone.now(),
     )
+
+
+def combine_set_scores(done: list[CheckpointResult]) -> None:
+    """Values of the metrics relative to the candidate set, from the stored components.
+
+    Two sets: the pre-logits scores of the finished checkpoints, and their stage scores
+    (every checkpoint's every stage together). Recomputed from the components each time,
+    so running it again (a second finalize, a retry) gives the values over whatever has
+    finished by then. A row with an error, or without components, is left as it is.
+    """
+    for spec in REGISTRY.values():
+        if not spec.relative_to_set:
+            continue
+        rows = [row for row in MetricScore.objects.filter(result__in=done, metric=spec.name)
+                .order_by("pk") if row.details.get("components") and not row.error]
+        pre_logits = [row for row in rows if row.layer == MetricScore.PRE_LOGITS]
+        stages = [row for row in rows if row.layer != MetricScore.PRE_LOGITS]
+        for group in (pre_logits, stages):
+            if not group:
+                continue
+            values = spec.combine([row.details["components"] for row in group])
+            for row, value in zip(group, values, strict=True):
+                row.value = float(value) if np.isfinite(value) else None
+            MetricScore.objects.bulk_update(group, ["value"])
 
 
 def complementarity_for(evaluation: Evaluation, done: list[CheckpointResult]) -> dict:
