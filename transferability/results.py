@@ -17,6 +17,8 @@ class ResultRow:
     ranks: dict[str, int] = field(default_factory=dict)
     rank: int | None = None  # by the evaluation's ranking metric (rows_ranking_metric)
     stage_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # How a pre-logits score was approximated ("k-NN on 10,000 of 50,000 samples").
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def checkpoint(self):
@@ -27,6 +29,22 @@ def metric_columns(rows: list[ResultRow]) -> list:
     """Registry entries that have at least one score in these rows, registry order."""
     present = {name for row in rows for name in row.scores}
     return [spec for name, spec in REGISTRY.items() if name in present]
+
+
+def relative_to_set(evaluation: Evaluation) -> list[str]:
+    """The evaluation's metrics whose scores are relative to its set of checkpoints."""
+    chosen = set(evaluation.metrics or REGISTRY)
+    return [name for name, spec in REGISTRY.items() if spec.relative_to_set and name in chosen]
+
+
+def approximation_notes(rows: list[ResultRow]) -> list[tuple]:
+    """(spec, note) for every distinct note in these rows, registry order."""
+    notes = {}
+    for row in rows:
+        for name, note in row.notes.items():
+            notes.setdefault((name, note), None)
+    return [(spec, note) for name, spec in REGISTRY.items()
+            for (noted, note) in notes if noted == name]
 
 
 def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
@@ -42,6 +60,8 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
                 row.seconds[score.metric] = score.seconds
                 if score.error:
                     row.errors[score.metric] = score.error
+                if score.details.get("note"):
+                    row.notes[score.metric] = score.details["note"]
             else:
                 row.stage_scores.setdefault(score.layer, {})[score.metric] = score.value
         rows.append(row)

@@ -16,7 +16,7 @@ from .datasets import ArchiveError, create_target_dataset
 from .forms import DatasetUploadForm, EvaluationForm
 from .models import Evaluation, MetricScore, Status, TargetDataset
 from .metrics import REGISTRY
-from .results import metric_columns, ranked_rows, rows_ranking_metric
+from .results import approximation_notes, metric_columns, ranked_rows, rows_ranking_metric
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 
 
@@ -106,8 +106,11 @@ def evaluation_detail(request, pk):
     columns = metric_columns(rows)
     ranking = rows_ranking_metric(rows)
     chart_spec = REGISTRY[ranking] if ranking else None
+    notes = approximation_notes(rows)
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
+        "set_columns": [s for s in columns if s.relative_to_set],
+        "notes": notes, "noted": {spec.name for spec, _ in notes},
         "failed_count": sum(r.result.status == Status.FAILED for r in rows),
         "stalled_count": 0 if evaluation.is_finished else stalled_results(evaluation).count(),
         "rank_label": chart_spec.label if chart_spec else "",
@@ -169,16 +172,29 @@ def evaluation_export(request, pk, fmt):
         response = HttpResponse(content_type="text/csv")
         writer = csv.writer(response)
         writer.writerow(["rank", "checkpoint", "architecture", "feature_dim", "param_count",
-                         "source_top1", "status"] + [s.name for s in columns])
+                         "source_top1", "status"] + [s.name for s in columns] + ["notes"])
         for row in rows:
             writer.writerow([row.rank or "", row.checkpoint.name, row.checkpoint.architecture,
                              row.result.feature_dim or "", row.checkpoint.param_count or "",
                              row.checkpoint.source_top1 if row.checkpoint.source_top1 is not None
                              else "", row.result.status]
-                            + [_cell(row.scores.get(s.name)) for s in columns])
+                            + [_cell(row.scores.get(s.name)) for s in columns]
+                            + [_csv_notes(row, columns)])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
 def _cell(value):
     return "" if value is None else repr(float(value))
+
+
+def _csv_notes(row, columns) -> str:
+    """What a spreadsheet cannot show beside the numbers: "ncti: relative to this set of
+    checkpoints; knn_accuracy: k-NN on 10,000 of 50,000 samples"."""
+    notes = []
+    for spec in columns:
+        if spec.relative_to_set:
+            notes.append(f"{spec.name}: relative to this set of checkpoints")
+        if spec.name in row.notes:
+            notes.append(f"{spec.name}: {row.notes[spec.name]}")
+    return "; ".join(notes)

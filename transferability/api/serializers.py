@@ -4,6 +4,7 @@ from zoo.models import Checkpoint
 
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset
+from ..results import relative_to_set
 
 
 class TargetDatasetSerializer(serializers.ModelSerializer):
@@ -102,6 +103,7 @@ def result_payload(row) -> dict:
         "scores": row.scores,
         "ranks": row.ranks,
         "errors": row.errors,
+        "notes": row.notes,
         "score_seconds": row.seconds,
         "best_stage": result.best_stage or None,
         "stage_scores": row.stage_scores,
@@ -127,6 +129,8 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
         "started_at": evaluation.started_at,
         "finished_at": evaluation.finished_at,
         "duration_seconds": evaluation.duration_seconds,
+        # Scores of these metrics are relative to this set of checkpoints.
+        "relative_to_set": relative_to_set(evaluation),
         "results": [result_payload(r) for r in rows],
         "complementarity": evaluation.complementarity,
     }

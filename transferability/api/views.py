@@ -110,6 +110,7 @@ class MetricList(APIView):
     def get(self, request):
         return Response([
             {"name": s.name, "label": s.label, "needs": s.needs,
-             "higher_is_better": s.higher_is_better, "kind": s.kind, "reference": s.reference}
+             "higher_is_better": s.higher_is_better, "kind": s.kind, "reference": s.reference,
+             "relative_to_set": s.relative_to_set, "sample_limit": s.sample_limit}
             for s in REGISTRY.values()
         ])
