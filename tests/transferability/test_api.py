@@ -3,7 +3,8 @@
 import pytest
 
 from tests.builders import image_folder_zip, saved_checkpoint
-from transferability.models import CheckpointResult, Evaluation, TargetDataset
+from transferability.metrics.baselines import KNN_SAMPLE_LIMIT
+from transferability.models import CheckpointResult, Evaluation, MetricScore, TargetDataset
 from transferability.datasets import datasets_root
 
 pytestmark = pytest.mark.django_db
@@ -115,6 +116,42 @@ def test_the_metric_registry_is_served(api):
     assert names[0] == "tmi"
     assert {"logme", "leep", "knn_accuracy", "probe_accuracy"} <= set(names)
     assert next(m for m in metrics if m["name"] == "leep")["needs"] == "source_probs"
+    by_name = {m["name"]: m for m in metrics}
+    assert [n for n, m in by_name.items() if m["relative_to_set"]] == ["ncti"]
+    assert by_name["knn_accuracy"]["sample_limit"] == KNN_SAMPLE_LIMIT
+    assert by_name["tmi"]["sample_limit"] is None
+
+
+@pytest.mark.parametrize("metrics, relative", [
+    (None, ["ncti"]), (["tmi", "ncti"], ["ncti"]), (["tmi", "knn_accuracy"], []),
+])
+def test_an_evaluation_says_which_scores_are_relative_to_its_set(api, dataset, metrics,
+                                                                  relative):
+    saved_checkpoint("ck-a")
+    payload = {"dataset": dataset.pk, "checkpoints": "all"}
+    if metrics:
+        payload["metrics"] = metrics
+    response = api.post("/api/evaluations/", payload, format="json")
+    assert response.json()["relative_to_set"] == relative
+    assert api.get(response["Location"]).json()["relative_to_set"] == relative
+
+
+def test_an_evaluation_gives_each_checkpoints_approximation_notes(api, dataset):
+    saved_checkpoint("ck-a")
+    response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                        format="json")
+    result = CheckpointResult.objects.get()
+    MetricScore.objects.create(result=result, metric="knn_accuracy", value=0.5,
+                               details={"note": "k-NN on 5 of 8 samples"})
+    MetricScore.objects.create(result=result, metric="tmi", value=1.0)
+    MetricScore.objects.create(result=result, metric="knn_accuracy", layer="layer1",
+                               value=0.25, details={"note": "k-NN on 5 of 8 samples"})
+
+    body = api.get(response["Location"]).json()
+
+    (only,) = body["results"]
+    assert only["notes"] == {"knn_accuracy": "k-NN on 5 of 8 samples"}
+    assert only["scores"] == {"knn_accuracy": 0.5, "tmi": 1.0}
 
 
 @pytest.mark.parametrize("ids", [[10**20], [-1], [0]])

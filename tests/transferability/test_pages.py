@@ -363,6 +363,62 @@ def test_it_shows_a_finished_evaluation_ranked(alice, owner):
     best = max(report["pairs"], key=lambda p: p["positive_flips"])
     assert best["positive_flips"] > 0 and first_pair == (best["a"], best["b"])
     assert "Scores appear here" not in html
+    assert 'id="relative-to-set-note"' not in html and 'id="approximation-notes"' not in html
+
+
+NCTI = {"alpha-net": 2.0, "mid-net": -1.0, "zeta-net": 0.5}
+KNN_NOTE = "k-NN on 5 of 12 samples"
+
+
+def with_ncti_and_a_subsampled_knn(evaluation):
+    """NCTI (relative to the set) and k-NN accuracy (on a subsample) for every checkpoint."""
+    for result in evaluation.results.select_related("checkpoint"):
+        MetricScore.objects.create(result=result, metric="ncti",
+                                   value=NCTI[result.checkpoint.name],
+                                   details={"components": {"seli": 1.0, "ncc": 0.5, "vc": 0.1}})
+        MetricScore.objects.create(result=result, metric="knn_accuracy", value=0.75,
+                                   details={"note": KNN_NOTE})
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        metrics=["tmi", "logme", "ncti", "knn_accuracy"])
+    return evaluation
+
+
+def test_it_marks_scores_relative_to_the_set_and_approximated_ones(alice, owner):
+    evaluation = with_ncti_and_a_subsampled_knn(finished_evaluation(owner))
+
+    html = page(alice.get(evaluation.get_absolute_url()))
+
+    ranking = table(html, "ranking")
+    header = re.search(r'<th class="metric relative-to-set" title="([^"]+)">(.*?)</th>',
+                       ranking)
+    assert header, "NCTI's header is marked as relative to the set"
+    assert "relative to this set of checkpoints" in header.group(1)
+    assert header.group(2).startswith("NCTI&nbsp;↑") and "†" in header.group(2)
+    knn_header = re.search(r'<th class="metric" title="[^"]*">k‑NN accuracy(.*?)</th>',
+                           ranking)
+    assert knn_header and "*" in knn_header.group(1) and "†" not in knn_header.group(1)
+    assert ranking.count(f'title="{KNN_NOTE}"') == 3  # each k-NN cell says how
+    assert ">-1<" in ranking  # NCTI's values are shown like any other
+    note = re.search(r'<p[^>]*id="relative-to-set-note"[^>]*>(.*?)</p>', html, re.S)
+    assert note and "NCTI" in note.group(1)
+    assert "relative to this set of checkpoints" in note.group(1)
+    approximations = re.search(r'<p[^>]*id="approximation-notes"[^>]*>(.*?)</p>', html, re.S)
+    assert approximations and f"k-NN accuracy, {KNN_NOTE}" in approximations.group(1)
+
+
+def test_a_set_score_waits_for_the_set(alice, owner):
+    dataset = dataset_row(owner)
+    evaluation = Evaluation.objects.create(owner=owner, dataset=dataset, status=Status.RUNNING)
+    done = CheckpointResult.objects.create(evaluation=evaluation, checkpoint=checkpoint("a-net"),
+                                           status=Status.DONE)
+    CheckpointResult.objects.create(evaluation=evaluation, checkpoint=checkpoint("b-net"),
+                                    status=Status.RUNNING)
+    MetricScore.objects.create(result=done, metric="ncti", value=None,
+                               details={"components": {"seli": 1.0, "ncc": 0.5, "vc": 0.1}})
+
+    ranking = table(page(alice.get(evaluation.get_absolute_url())), "ranking")
+
+    assert 'title="computed across the set when every checkpoint is done">–<' in ranking
 
 
 def test_it_shows_an_evaluation_in_progress(alice, owner):
@@ -416,6 +472,24 @@ def test_it_exports_the_ranking_as_csv(alice, owner):
         assert float(row["tmi"]) == SCORES[row["checkpoint"]]["tmi"]
         assert float(row["logme"]) == SCORES[row["checkpoint"]]["logme"]
         assert row["status"] == "done"
+        assert row["notes"] == ""
+
+
+def test_its_exports_say_which_scores_are_relative_or_approximated(alice, owner):
+    evaluation = with_ncti_and_a_subsampled_knn(finished_evaluation(owner))
+
+    response = alice.get(reverse("evaluation-export", args=[evaluation.pk, "csv"]))
+
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert {r["checkpoint"]: float(r["ncti"]) for r in rows} == NCTI
+    for row in rows:
+        assert row["notes"] == ("ncti: relative to this set of checkpoints; "
+                                f"knn_accuracy: {KNN_NOTE}")
+    body = json.loads(alice.get(reverse("evaluation-export",
+                                        args=[evaluation.pk, "json"])).content)
+    assert body["relative_to_set"] == ["ncti"]
+    assert {r["checkpoint"]["name"]: r["scores"]["ncti"] for r in body["results"]} == NCTI
+    assert all(r["notes"] == {"knn_accuracy": KNN_NOTE} for r in body["results"])
 
 
 def test_it_exports_the_ranking_as_json(alice, owner):

@@ -52,3 +52,31 @@ def test_progress_counts_images_while_running(evaluation):
     Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.DONE)
     evaluation.refresh_from_db()
     assert evaluation.progress == 1.0
+
+
+def test_rows_carry_the_notes_of_their_pre_logits_scores(evaluation):
+    from transferability.results import approximation_notes
+
+    a = add_result(evaluation, "a", tmi=1.0)
+    b = add_result(evaluation, "b", tmi=2.0)
+    for result in (a, b):
+        MetricScore.objects.create(result=result, metric="knn_accuracy", value=0.5,
+                                   details={"note": "k-NN on 5 of 9 samples"})
+    MetricScore.objects.create(result=a, metric="nleep", layer="layer1", value=0.5,
+                               details={"note": "only a stage"})
+    rows = ranked_rows(evaluation)
+    assert {r.checkpoint.name: r.notes for r in rows} == {
+        "a": {"knn_accuracy": "k-NN on 5 of 9 samples"},
+        "b": {"knn_accuracy": "k-NN on 5 of 9 samples"}}
+    assert [(spec.name, note) for spec, note in approximation_notes(rows)] == [
+        ("knn_accuracy", "k-NN on 5 of 9 samples")]
+
+
+@pytest.mark.parametrize("metrics, relative", [
+    ([], ["ncti"]), (["ncti", "tmi"], ["ncti"]), (["tmi"], []),
+])
+def test_an_evaluation_names_its_metrics_relative_to_the_set(evaluation, metrics, relative):
+    from transferability.results import relative_to_set
+
+    evaluation.metrics = metrics
+    assert relative_to_set(evaluation) == relative

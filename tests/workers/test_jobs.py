@@ -291,3 +291,130 @@ def test_a_checkpoint_that_never_started_on_an_old_evaluation_counts_as_stalled(
     Evaluation.objects.filter(pk=evaluation.pk).update(
         created_at=timezone.now() - timedelta(minutes=31))
     assert list(stalled_results(evaluation)) == [evaluation.results.get()]
+
+
+# Metrics relative to the set of checkpoints (NCTI) ---------------------------------------
+
+def features_of(result, layer="pre_logits"):
+    from workers import caches
+
+    return caches.features.load(result.feature_key, layer)
+
+
+def ncti_values(evaluation, layer="pre_logits") -> dict:
+    return {(s.result.checkpoint.name, s.layer): s.value for s in MetricScore.objects.filter(
+        result__evaluation=evaluation, metric="ncti").select_related("result__checkpoint")
+        if (s.layer == "pre_logits") == (layer == "pre_logits")}
+
+
+def test_ncti_is_scored_against_the_other_checkpoints_of_the_evaluation(owner, dataset):
+    from transferability.metrics import ncti_set
+
+    checkpoints = [saved_checkpoint("ck-a"), saved_checkpoint("ck-b", seed=1),
+                   saved_checkpoint("ck-c", "test_vit", seed=2)]
+    evaluation = submit_evaluation(owner, dataset, checkpoints, metrics=["tmi", "ncti"],
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    results = list(evaluation.results.order_by("checkpoint__name"))
+    assert all(r.status == Status.DONE for r in results), [r.message for r in results]
+    _, _, labels = jobs.dataset_samples(dataset)
+    expected = ncti_set([features_of(r) for r in results], labels)
+    got = ncti_values(evaluation)
+    assert [got[(r.checkpoint.name, "pre_logits")] for r in results] == pytest.approx(
+        expected, rel=1e-6, abs=1e-9)
+    assert len(set(expected)) > 1  # the set ranks them: not one value for all
+    for score in MetricScore.objects.filter(metric="ncti"):
+        assert set(score.details["components"]) == {"seli", "ncc", "vc"}
+
+    # The final step again (a redelivered task) gives the same values.
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.FINALIZING)
+    jobs.finalize_evaluation(evaluation.pk)
+    assert ncti_values(evaluation) == got
+
+
+def test_ncti_of_a_checkpoint_alone_is_finite(owner, dataset):
+    evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-a")],
+                                   metrics=["ncti"], enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    score = MetricScore.objects.get(metric="ncti")
+    assert score.error == ""
+    # Every component is the same for the whole set: none can rank, each contributes 0.
+    assert score.value == 0.0
+
+
+def test_stage_ncti_is_relative_to_every_stage_of_every_checkpoint(owner, dataset):
+    from transferability.metrics import ncti_set
+
+    checkpoints = [saved_checkpoint("ck-a"), saved_checkpoint("ck-b", seed=1)]
+    evaluation = submit_evaluation(owner, dataset, checkpoints, metrics=["ncti", "knn_accuracy"],
+                                   score_stages=True, enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    _, _, labels = jobs.dataset_samples(dataset)
+    results = list(evaluation.results.order_by("checkpoint__name"))
+    stages = [(r, layer) for r in results for layer in jobs._cached_stage_names(r.feature_key)]
+    assert len(stages) >= 4
+    expected = ncti_set([features_of(r, layer) for r, layer in stages], labels)
+    got = ncti_values(evaluation, layer="stages")
+    assert [got[(r.checkpoint.name, layer)] for r, layer in stages] == pytest.approx(
+        expected, rel=1e-6, abs=1e-9)
+    pre_logits = ncti_set([features_of(r) for r in results], labels)
+    assert [ncti_values(evaluation)[(r.checkpoint.name, "pre_logits")]
+            for r in results] == pytest.approx(pre_logits, rel=1e-6, abs=1e-9)
+    # The best stage comes from a metric with a value of its own (k-NN), not from NCTI,
+    # which is registered first but has no value until the end.
+    for result in results:
+        layers = jobs._cached_stage_names(result.feature_key) + ["pre_logits"]
+        knn = dict(result.scores.filter(metric="knn_accuracy").values_list("layer", "value"))
+        assert result.best_stage == max(layers, key=knn.get)
+
+
+def test_a_retry_scores_ncti_again_over_every_finished_checkpoint(
+        owner, dataset, api, sent_tasks, django_capture_on_commit_callbacks):
+    from transferability.metrics import ncti_set
+
+    good = saved_checkpoint("ck-good", seed=1)
+    late = saved_checkpoint("ck-late", "test_vit", seed=2)
+    weights = Path(late.weights_path)
+    hidden = weights.with_suffix(".hidden")
+    weights.rename(hidden)
+    evaluation = submit_evaluation(owner, dataset, [good, late], metrics=["ncti"],
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    assert ncti_values(evaluation) == {("ck-good", "pre_logits"): 0.0}  # alone in its set
+
+    hidden.rename(weights)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post(f"/api/evaluations/{evaluation.pk}/retry/").status_code == 202
+    retried = evaluation.results.get(checkpoint=late)
+    assert jobs.evaluate_checkpoint(retried.pk) == evaluation.pk
+    jobs.finalize_evaluation(evaluation.pk)
+
+    results = list(evaluation.results.order_by("checkpoint__name"))
+    _, _, labels = jobs.dataset_samples(dataset)
+    expected = ncti_set([features_of(r) for r in results], labels)
+    got = ncti_values(evaluation)
+    assert [got[(r.checkpoint.name, "pre_logits")] for r in results] == pytest.approx(
+        expected, rel=1e-6, abs=1e-9)
+    body = api.get(f"/api/evaluations/{evaluation.pk}/").json()
+    assert body["relative_to_set"] == ["ncti"]
+    assert sorted(r["scores"]["ncti"] for r in body["results"]) == pytest.approx(sorted(expected))
+
+
+def test_a_metric_run_on_a_subsample_says_so(owner, dataset, monkeypatch):
+    from dataclasses import replace
+
+    from transferability.metrics import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "knn_accuracy", replace(REGISTRY["knn_accuracy"],
+                                                          sample_limit=5))
+    evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-a")],
+                                   metrics=["knn_accuracy", "tmi"], enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    knn = MetricScore.objects.get(metric="knn_accuracy")
+    assert knn.details == {"note": "k-NN on 5 of 24 samples"}
+    assert knn.value is not None
+    assert MetricScore.objects.get(metric="tmi").details == {}
