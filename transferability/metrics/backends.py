@@ -45,6 +45,10 @@ class NumpyBackend:
     def rows(self, A, index: np.ndarray):
         return A[index]
 
+    def single(self, A) -> np.ndarray:
+        """A float32 copy (for searches where float64 buys nothing but time)."""
+        return np.asarray(A, dtype=np.float32)
+
     def kth_chebyshev(self, rows: np.ndarray, k: int) -> np.ndarray:
         """Chebyshev distance from each row to its k-th nearest *other* row (k < len(rows)).
 
@@ -65,7 +69,8 @@ class NumpyBackend:
     def nearest_others(self, queries: np.ndarray, query_index: np.ndarray,
                        reference: np.ndarray, k: int) -> np.ndarray:
         """Indices into ``reference`` of the k nearest (Euclidean) rows to each query,
-        nearest first, the query's own row (``query_index``) excluded."""
+        nearest first, the query's own row (``query_index``) excluded. Computed in the
+        inputs' precision."""
         out = np.empty((queries.shape[0], k), dtype=np.intp)
         ref_sq = np.einsum("ij,ij->i", reference, reference)
         step = max(1, BLOCK_ENTRIES // reference.shape[0])
@@ -110,6 +115,9 @@ class TorchBackend:
 
     def rows(self, A, index: np.ndarray):
         return self._tensor(A)[self.torch.as_tensor(index, device=self.device)]
+
+    def single(self, A):
+        return self._tensor(A).to(self.torch.float32)
 
     def kth_chebyshev(self, rows, k: int) -> np.ndarray:
         rows = self._tensor(rows)

@@ -20,7 +20,7 @@ def knn_accuracy(features, labels=None, k: int = 5, max_samples: int = KNN_SAMPL
     """Leave-one-out k-nearest-neighbour accuracy of the features. Higher is better; in [0, 1].
 
     Each sample is classified by a majority vote of its ``k`` (default 5) nearest *other*
-    samples (exact Euclidean search, float64); the sample itself is excluded by index, so
+    samples (exact Euclidean search, distances in float32); the sample itself is excluded by index, so
     exact duplicates of it still vote. Ties between classes go to the class whose member is
     nearest. Standard k-NN evaluation (Cover & Hart, IEEE Trans. Inf. Theory 1967), proposed
     as a transferability estimator by Sorkhei et al., "k-NN as a Simple and Effective
@@ -47,9 +47,12 @@ def knn_accuracy(features, labels=None, k: int = 5, max_samples: int = KNN_SAMPL
     queries = stratified_subsample(y, max_samples, random_state) if n > max_samples \
         else np.arange(n)
     backend = stats.backend
-    # Centred and scaled by a power of two: the same neighbours, no overflow.
-    neighbours = backend.nearest_others(backend.rows(stats.centred, queries), queries,
-                                        stats.centred, k)
+    # Centred and scaled by a power of two (the same neighbours, no overflow), in float32:
+    # twice as fast, and the order differs from a float64 search only between neighbours
+    # whose distances agree to about 1e-6 relative.
+    reference = backend.single(stats.centred)
+    neighbours = backend.nearest_others(backend.rows(reference, queries), queries,
+                                        reference, k)
     votes = np.zeros((queries.size, stats.n_classes))
     # Weight 1 + tiny rank bonus: ties are broken in favour of the nearer neighbour's class.
     bonus = 1.0 / (k * (k + 1))
