@@ -1,4 +1,4 @@
-"""Shared input checks, label mapping and small linear-algebra helpers for the metrics.
+"""Shared input checks and label mapping for the metrics.
 
 Every metric calls :func:`check_features_labels` (or :func:`check_source_probs`) first, so
 that all of them reject the same malformed input with the same kind of message:
@@ -25,11 +25,6 @@ __all__ = [
     "check_positive_int",
     "class_counts",
     "class_sums",
-    "centre_columns",
-    "pow2_scale",
-    "one_hot",
-    "pca_project",
-    "sym_pinv",
     "require_finite",
 ]
 
@@ -160,37 +155,6 @@ def class_sums(X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     return np.add.reduceat(X[order], starts, axis=0).astype(np.float64, copy=False)
 
 
-def centre_columns(X: np.ndarray) -> np.ndarray:
-    """``X`` minus its column means, in float64, with exactly-constant columns set to 0.
-
-    Subtracting a mean in floating point leaves rounding noise (~1e-16) in a constant
-    column; that noise must not be mistaken for variance (e.g. by a pseudo-inverse).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    Xc = X - X.mean(axis=0)
-    Xc[:, np.ptp(X, axis=0) == 0.0] = 0.0
-    return Xc
-
-
-def pow2_scale(X: np.ndarray) -> float:
-    """The power of two at or just below ``max |X|`` (1.0 for an all-zero array).
-
-    Dividing by it is exact in floating point and brings the entries into [-2, 2], so that
-    scale-free computations neither overflow nor underflow on extreme feature scales.
-    """
-    top = float(np.max(np.abs(X), initial=0.0))
-    if top == 0.0:
-        return 1.0
-    return float(2.0 ** np.floor(np.log2(top)))
-
-
-def one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """``N x C`` float64 one-hot encoding of class indices."""
-    out = np.zeros((y.shape[0], n_classes), dtype=np.float64)
-    out[np.arange(y.shape[0]), y] = 1.0
-    return out
-
-
 def require_finite(value: float, metric: str) -> float:
     """Return ``float(value)``, or raise ValueError instead of silently returning NaN/inf."""
     value = float(value)
@@ -198,77 +162,3 @@ def require_finite(value: float, metric: str) -> float:
         raise ValueError(f"{metric} is not finite on these inputs (got {value}); "
                          "the features are numerically degenerate")
     return value
-
-
-def sym_pinv(matrix: np.ndarray, rtol: float | None = None) -> np.ndarray:
-    """Moore-Penrose pseudo-inverse of a symmetric PSD matrix via ``eigh``.
-
-    Eigenvalues at or below ``rtol * max(eigenvalue)`` are treated as zero; the default
-    ``rtol`` is ``size * machine epsilon`` (the usual matrix-rank tolerance). An all-zero
-    matrix gives an all-zero pseudo-inverse.
-    """
-    matrix = 0.5 * (matrix + matrix.T)
-    values, vectors = np.linalg.eigh(matrix)
-    top = values.max(initial=0.0)
-    if top <= 0.0:
-        return np.zeros_like(matrix)
-    if rtol is None:
-        rtol = matrix.shape[0] * np.finfo(np.float64).eps
-    keep = values > rtol * top
-    return (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
-
-
-def pca_project(
-    X: np.ndarray,
-    n_components: int | None = None,
-    variance: float | None = None,
-) -> np.ndarray:
-    """Deterministic PCA: centre ``X`` and project it on its leading principal axes.
-
-    Give either ``n_components`` (capped at the number of non-zero-variance axes, at most
-    ``min(N - 1, D)``) or ``variance`` in (0, 1]: the fewest components whose explained
-    variance reaches that fraction; neither gives every non-zero-variance axis (a rotation
-    onto the span of the centred data). Uses an eigendecomposition of the smaller of the
-    ``D x D`` covariance or the ``N x N`` Gram matrix (cheap for N >> D, unlike a full SVD),
-    with a fixed sign convention.
-
-    The scores are returned in units of :func:`pow2_scale` of the centred features (an
-    exact power of two), so that callers see values of order one whatever the feature
-    scale; every caller is scale-free. Raises ValueError when the features have zero
-    variance (all rows identical): there are no principal axes to project on.
-    """
-    n, d = X.shape
-    Xc = centre_columns(X)
-    Xc /= pow2_scale(Xc)
-    if d <= n:
-        values, vectors = np.linalg.eigh(Xc.T @ Xc)
-        values, vectors = values[::-1], vectors[:, ::-1]
-        axes = vectors
-    else:
-        values, left = np.linalg.eigh(Xc @ Xc.T)
-        values, left = values[::-1], left[:, ::-1]
-        axes = None
-    values = np.clip(values, 0.0, None)
-    total = values.sum()
-    if total <= 0.0:
-        raise ValueError("features have zero variance (all rows identical): PCA is undefined")
-    positive = int(np.count_nonzero(values > values[0] * max(n, d) * np.finfo(np.float64).eps))
-    if variance is not None:
-        if not 0.0 < variance <= 1.0:
-            raise ValueError(f"variance must be in (0, 1], got {variance!r}")
-        ratio = np.cumsum(values) / total
-        k = int(np.searchsorted(ratio, variance - 1e-12) + 1)
-    elif n_components is not None:
-        k = check_positive_int(n_components, "n_components")
-    else:
-        k = positive
-    k = max(1, min(k, positive))
-    if axes is not None:
-        Z = Xc @ axes[:, :k]
-    else:
-        # Left singular vectors times singular values are the principal scores.
-        Z = left[:, :k] * np.sqrt(values[:k])
-    # Fixed sign: the largest-magnitude score of each component is positive.
-    signs = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(k)])
-    signs[signs == 0] = 1.0
-    return Z * signs
