@@ -9,7 +9,6 @@ from sklearn.neighbors import NearestNeighbors
 
 from transferability import metrics
 from transferability.metrics import REGISTRY, FeatureStatistics, score_panel
-from transferability.metrics.backends import TorchBackend
 from transferability.metrics.hscore import ledoit_wolf_shrinkage
 from transferability.metrics.sampling import stratified_subsample
 

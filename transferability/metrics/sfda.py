@@ -73,7 +73,7 @@ def sfda(features, labels=None) -> float:
     """
     stats = statistics_of(features, labels)
     stats.require_classes(2)
-    backend, y, n, d = stats.backend, stats.y, stats.n, stats.d
+    backend, y, n = stats.backend, stats.y, stats.n
     counts = stats.counts.astype(np.float64)
     log_prior = np.log(counts / n)
     means = stats.class_means
