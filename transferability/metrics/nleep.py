@@ -14,6 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 from ._validation import check_positive_int, require_finite
 from .leep import leep_from_probs
+from .mixture import diagonal_mixture_posteriors
 from .sampling import stratified_subsample
 from .statistics import statistics_of
 
@@ -66,6 +67,11 @@ def nleep(
     equals the log class prior averaged over samples. The value moves with the random state
     at about the 1e-2 level (EM finds a local optimum).
 
+    When the statistics live on a torch device (a GPU worker) the diagonal mixture is fitted
+    there by :func:`~.mixture.diagonal_mixture_posteriors`, which repeats scikit-learn's
+    steps in float64 and gives the same posteriors to rounding; other covariance types
+    always use scikit-learn.
+
     Args:
         features: ``N x D`` features, or a :class:`~.statistics.FeatureStatistics`.
         labels: length-N labels of any type (at least 2 classes).
@@ -88,12 +94,18 @@ def nleep(
             if stats.n > max_samples else Z
         n_components = min(components_per_class * n_classes, _n_distinct_rows(fit_rows))
         reg = 1e-6 * max(float(np.mean(np.var(Z, axis=0))), np.finfo(np.float64).tiny)
-        gmm = GaussianMixture(n_components=n_components, covariance_type=covariance_type,
-                              reg_covar=reg, max_iter=max_iter, random_state=random_state,
-                              init_params="k-means++")
-        with warnings.catch_warnings():
-            # Not converging within max_iter still gives a usable mixture for ranking.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm.fit(fit_rows)
-        membership = gmm.predict_proba(Z)
+        device = getattr(stats.backend, "device", None)
+        if device is not None and covariance_type == "diag":
+            membership = diagonal_mixture_posteriors(
+                fit_rows, Z, n_components, reg_covar=reg, max_iter=max_iter,
+                random_state=random_state, device=device)
+        else:
+            gmm = GaussianMixture(n_components=n_components, covariance_type=covariance_type,
+                                  reg_covar=reg, max_iter=max_iter, random_state=random_state,
+                                  init_params="k-means++")
+            with warnings.catch_warnings():
+                # Not converging within max_iter still gives a usable mixture for ranking.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gmm.fit(fit_rows)
+            membership = gmm.predict_proba(Z)
     return require_finite(leep_from_probs(membership, y, n_classes), "N-LEEP")
