@@ -180,3 +180,70 @@ class MetricScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric}[{self.layer}]={self.value}"
+
+
+class GroundTruth(models.Model):
+    """How well an evaluation's checkpoints really transfer: measured on request ("verify").
+
+    Each chosen checkpoint is transferred to the target on a stratified train split and its
+    accuracy measured on the held-out rest (``TruthResult``); the evaluation's metrics are
+    then judged against those accuracies (``transferability.verification``).
+    """
+
+    class Mode(models.TextChoices):
+        FINETUNE = "finetune", "Full fine-tuning"
+        PROBE = "probe", "Linear probe"
+
+    evaluation = models.OneToOneField(Evaluation, on_delete=models.CASCADE, related_name="truth")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.FINETUNE)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    message = models.TextField(blank=True)
+    test_fraction = models.FloatField(default=0.3, help_text="Held-out share of each class.")
+    seed = models.IntegerField(default=0, help_text="Seeds the split and the training.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Ground truth ({self.mode}) of evaluation {self.evaluation_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (Status.DONE, Status.FAILED)
+
+    @property
+    def progress(self) -> float:
+        if self.is_finished:
+            return 1.0
+        results = list(self.results.all())
+        if not results:
+            return 0.0
+        return sum(r.status in (Status.DONE, Status.FAILED) for r in results) / len(results)
+
+
+class TruthResult(models.Model):
+    """One checkpoint's held-out accuracy after transfer to the target."""
+
+    truth = models.ForeignKey(GroundTruth, on_delete=models.CASCADE, related_name="results")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT,
+                                   related_name="truth_results")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    accuracy = models.FloatField(null=True, blank=True,
+                                 help_text="Held-out top-1 accuracy after transfer, %.")
+    # The grid tried ({"learning_rate", "accuracy"} per run), split sizes, epochs, device.
+    details = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["truth", "checkpoint__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["truth", "checkpoint"],
+                                    name="one_truth_per_checkpoint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint} true accuracy {self.accuracy}"

@@ -20,6 +20,10 @@ class SubmissionError(ValueError):
     """The evaluation cannot be made as asked; the message says why."""
 
 
+class Conflict(SubmissionError):
+    """The request is fine but clashes with work in progress (HTTP 409)."""
+
+
 def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
                       correctness_source: str = Evaluation.CorrectnessSource.TARGET,
                       score_stages: bool = False, enqueue_work: bool = True) -> Evaluation:

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import jobs
+from . import jobs, verification
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -15,3 +15,15 @@ def evaluate_checkpoint(result_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def finalize_evaluation(evaluation_id: int) -> None:
     jobs.finalize_evaluation(evaluation_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def verify_checkpoint(truth_result_id: int) -> None:
+    truth_id = verification.verify_checkpoint(truth_result_id)
+    if truth_id is not None:
+        finalize_truth.apply_async((truth_id,), queue="gpu")
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def finalize_truth(truth_id: int) -> None:
+    verification.finalize_truth(truth_id)

@@ -102,3 +102,25 @@ def test_a_second_identical_evaluation_extracts_nothing(api, tmp_path, worker_pr
     tmi_second = {r["checkpoint"]["name"]: r["scores"]["tmi"] for r in second["results"]}
     assert tmi_first == tmi_second
     assert all("knn_accuracy" in r["scores"] for r in second["results"])
+
+
+def test_ground_truth_is_measured_by_the_worker_and_judges_the_metrics(api, tmp_path,
+                                                                       worker_process):
+    saved_checkpoint("tiny-resnet", "test_resnet", seed=1, source_top1=90.0)
+    saved_checkpoint("tiny-vit", "test_vit", seed=3, source_top1=60.0)
+    dataset = upload(api, tmp_path)
+    body = run_evaluation(api, dataset["id"], metrics=["tmi", "knn_accuracy"])
+    assert body["status"] == "done", body["message"]
+
+    response = api.post(f"/api/evaluations/{body['id']}/truth/", {}, format="json")
+    assert response.status_code == 202, response.content
+    truth = wait_for(
+        lambda: (t := api.get(response["Location"]).json()["truth"])["status"]
+        in ("done", "failed") and t,
+        timeout=300, what="the ground truth to finish",
+    )
+    assert truth["status"] == "done", truth["message"]
+    assert truth["mode"] == "finetune"
+    assert set(truth["accuracy"]) == {"tiny-resnet", "tiny-vit"}
+    assert all(len(r["details"]["grid"]) == 2 for r in truth["results"])
+    assert {"tmi", "knn_accuracy", "source_accuracy", "param_count"} <= set(truth["agreement"])

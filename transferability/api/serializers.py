@@ -3,8 +3,9 @@ from rest_framework import serializers
 from zoo.models import Checkpoint
 
 from ..metrics import REGISTRY
-from ..models import Evaluation, TargetDataset
+from ..models import Evaluation, GroundTruth, TargetDataset
 from ..results import relative_to_set
+from ..verification import truth_payload
 
 
 class TargetDatasetSerializer(serializers.ModelSerializer):
@@ -133,4 +134,21 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
         "relative_to_set": relative_to_set(evaluation),
         "results": [result_payload(r) for r in rows],
         "complementarity": evaluation.complementarity,
+        # True transfer accuracy and each metric's agreement with it, once asked for.
+        "truth": truth_payload(evaluation, rows),
     }
+
+
+class TruthRequestSerializer(serializers.Serializer):
+    checkpoints = serializers.ListField(
+        child=serializers.JSONField(), required=False, allow_empty=False,
+        help_text="Checkpoint ids or names among the evaluation's finished checkpoints; "
+                  "all of them when left out.")
+    mode = serializers.ChoiceField(choices=GroundTruth.Mode.values,
+                                   default=GroundTruth.Mode.FINETUNE)
+
+    def validate_checkpoints(self, value):
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                raise serializers.ValidationError("Give checkpoint ids or names.")
+        return value

@@ -10,6 +10,8 @@ urlpatterns = [
          name="api-evaluation-detail"),
     path("evaluations/<int:pk>/retry/", views.EvaluationRetry.as_view(),
          name="api-evaluation-retry"),
+    path("evaluations/<int:pk>/truth/", views.EvaluationTruth.as_view(),
+         name="api-evaluation-truth"),
     path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
     path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
 ]

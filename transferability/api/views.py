@@ -11,10 +11,11 @@ from ..datasets import ArchiveError, create_target_dataset
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset
 from ..results import ranked_rows
-from ..submission import SubmissionError, retry, submit_evaluation
+from ..submission import Conflict, SubmissionError, retry, submit_evaluation
+from ..verification import submit_truth
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
                           EvaluationCreateSerializer, TargetDatasetSerializer,
-                          evaluation_payload)
+                          TruthRequestSerializer, evaluation_payload)
 
 
 class DatasetList(generics.ListAPIView):
@@ -91,6 +92,28 @@ class EvaluationRetry(APIView):
         evaluation.refresh_from_db()
         body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class EvaluationTruth(APIView):
+    """POST: measure the true transfer accuracy of the evaluation's checkpoints (all, or
+    ``checkpoints``) by ``mode`` "finetune" (default) or "probe". 202; the evaluation's
+    ``truth`` then fills in. A finished ground truth is replaced; a running one answers 409.
+    """
+
+    def post(self, request, pk):
+        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+        serializer = TruthRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            submit_truth(evaluation, data.get("checkpoints"), mode=data["mode"])
+        except SubmissionError as exc:
+            code = (status.HTTP_409_CONFLICT if isinstance(exc, Conflict)
+                    else status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": str(exc)}, status=code)
+        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
+        return Response(body["truth"], status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": body["url"]})
 
 
 class CheckpointList(generics.ListAPIView):

@@ -1,0 +1,142 @@
+"""Ground truth work: each checkpoint transferred to the target, one task per checkpoint.
+
+``verify_checkpoint`` measures one checkpoint's held-out accuracy (full fine-tuning, or the
+linear probe on the evaluation's cached features); the call that finishes the last one
+claims the final step, and ``finalize_truth`` records the outcome. Rows are claimed with
+conditional updates, as in ``workers.jobs``, so a redelivered task is harmless.
+"""
+
+import logging
+import time
+
+import numpy as np
+from django.db.models import F
+from django.utils import timezone
+
+from transferability.ground_truth import finetune_accuracy, probe_accuracy_on_split, truth_split
+from transferability.models import CheckpointResult, GroundTruth, Status, TruthResult
+from zoo.loading import build_model
+
+from . import caches
+from .device import choose_device
+from .extraction import PRE_LOGITS, pixel_batches, pixel_cache_key
+from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples, obtain_features
+
+log = logging.getLogger(__name__)
+
+
+def verify_checkpoint(truth_result_id: int) -> int | None:
+    """Measure one checkpoint; return the ground truth's id if its final step is now ours."""
+    truth_id = (TruthResult.objects.filter(pk=truth_result_id)
+                .values_list("truth_id", flat=True).first())
+    if truth_id is None:
+        return None  # deleted with its evaluation, or replaced by a newer request
+    claimed = TruthResult.objects.filter(
+        pk=truth_result_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
+    ).update(status=Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
+             message="")
+    if not claimed:
+        TruthResult.objects.filter(pk=truth_result_id, status__in=UNFINISHED).update(
+            status=Status.FAILED, finished_at=timezone.now(),
+            message=f"the worker stopped while measuring this checkpoint, {MAX_ATTEMPTS} times")
+        return truth_id if claim_truth_final(truth_id) else None
+    row = TruthResult.objects.select_related("truth__evaluation__dataset", "checkpoint").get(
+        pk=truth_result_id)
+    GroundTruth.objects.filter(pk=truth_id, status=Status.PENDING).update(status=Status.RUNNING)
+    started = time.perf_counter()
+    try:
+        details = measure(row)
+        TruthResult.objects.filter(pk=row.pk).update(
+            status=Status.DONE, accuracy=details["accuracy"], details=details,
+            seconds=time.perf_counter() - started, finished_at=timezone.now())
+    except Exception as exc:  # one checkpoint failing must not fail the others
+        log.exception("ground truth of %s failed", row.checkpoint)
+        TruthResult.objects.filter(pk=row.pk).update(
+            status=Status.FAILED, message=_reason(exc), seconds=time.perf_counter() - started,
+            finished_at=timezone.now())
+    return truth_id if claim_truth_final(truth_id) else None
+
+
+def measure(row: TruthResult) -> dict:
+    truth = row.truth
+    evaluation, checkpoint = truth.evaluation, row.checkpoint
+    dataset = evaluation.dataset
+    _, paths, labels = dataset_samples(dataset)
+    train, test = truth_split(labels, truth.test_fraction, truth.seed)
+    beat = _heartbeat(row.pk)
+    if truth.mode == GroundTruth.Mode.PROBE:
+        features = _pre_logits(evaluation, checkpoint)
+        details = probe_accuracy_on_split(features, labels, train, test)
+        details["mode"] = truth.mode
+        return details
+    device = choose_device()
+    config = checkpoint.data_config()
+    pixels = _pixels(dataset, paths, config)
+    model = build_model(checkpoint)
+    details = finetune_accuracy(model, pixels, labels, train, test, mean=config["mean"],
+                                std=config["std"], seed=truth.seed, device=device,
+                                progress=beat)
+    details.update(mode=truth.mode, device=str(device))
+    return details
+
+
+def _pre_logits(evaluation, checkpoint) -> np.ndarray:
+    """The evaluation's features of this checkpoint: from the cache, else extracted again."""
+    result = CheckpointResult.objects.select_related("evaluation__dataset", "checkpoint").get(
+        evaluation=evaluation, checkpoint=checkpoint)
+    if result.feature_key and caches.features.has(result.feature_key, PRE_LOGITS):
+        return caches.features.load(result.feature_key, PRE_LOGITS)
+    return obtain_features(result).arrays[PRE_LOGITS]
+
+
+def _pixels(dataset, paths, config) -> np.ndarray:
+    """The dataset's uint8 pixels for this preprocessing, memory-mapped from the image
+    cache (filled on first use, each image decoded once)."""
+    key = pixel_cache_key(dataset.content_hash, config)
+    if not caches.images.has(key, "pixels"):
+        for _ in pixel_batches(dataset.root, dataset.content_hash, paths, config, 256):
+            pass
+    return caches.images.load(key, "pixels", mmap=True)
+
+
+def _heartbeat(row_id: int, every_seconds: float = 2.0):
+    last = [0.0]
+
+    def beat(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_seconds:
+            last[0] = now
+            TruthResult.objects.filter(pk=row_id).update(
+                heartbeat_at=timezone.now(), details={"steps_done": done, "steps_total": total})
+
+    return beat
+
+
+def claim_truth_final(truth_id: int) -> bool:
+    """True for exactly one caller, once no checkpoint of the ground truth is unfinished."""
+    if TruthResult.objects.filter(truth_id=truth_id, status__in=UNFINISHED).exists():
+        return False
+    return bool(GroundTruth.objects.filter(
+        pk=truth_id, status__in=(Status.PENDING, Status.RUNNING)
+    ).update(status=Status.FINALIZING))
+
+
+def finalize_truth(truth_id: int) -> None:
+    results = list(TruthResult.objects.filter(truth_id=truth_id).select_related("checkpoint"))
+    failed = [r for r in results if r.status == Status.FAILED]
+    message = ""
+    if failed:
+        message = (f"{len(failed)} of {len(results)} checkpoints could not be measured: "
+                   + "; ".join(f"{r.checkpoint.name}: {r.message}" for r in failed[:5]))
+    done = len(results) - len(failed)
+    GroundTruth.objects.filter(pk=truth_id, status=Status.FINALIZING).update(
+        status=Status.DONE if done else Status.FAILED, message=message,
+        finished_at=timezone.now())
+
+
+def run_truth_inline(truth_id: int) -> None:
+    """Measure a whole ground truth in this process (tests, management commands)."""
+    for row_id in list(TruthResult.objects.filter(truth_id=truth_id).values_list("pk", flat=True)):
+        verify_checkpoint(row_id)
+    claim_truth_final(truth_id)
+    finalize_truth(truth_id)
