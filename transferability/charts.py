@@ -44,3 +44,48 @@ def flips_heatmap(report: dict) -> str:
                       height=max(320, 60 + 40 * len(names)),
                       yaxis=dict(autorange="reversed"))
     return _html(fig, "chart-flips")
+
+
+def truth_scatter(rows, truth: dict, specs) -> str:
+    """Each predictor's score against the true accuracy, one predictor at a time (a menu
+    switches), with its weighted tau in the title."""
+    accuracy = truth["accuracy"]
+    agreement = truth["agreement"]
+    fig = go.Figure()
+    buttons = []
+    for i, spec in enumerate(specs):
+        points = [(value, accuracy[r.checkpoint.name], r.checkpoint.name) for r in rows
+                  if r.checkpoint.name in accuracy
+                  and (value := _predictor_value(spec, r)) is not None]
+        if not points:
+            continue
+        x, y, names = zip(*points)
+        fig.add_trace(go.Scatter(
+            x=x, y=y, text=names, mode="markers+text", textposition="top center",
+            marker=dict(size=10, color="#3b6ea8"), visible=not buttons, name=spec.label,
+            hovertemplate="%{text}<br>" + spec.label + " %{x:.4g}<br>true accuracy %{y:.1f}%"
+                          "<extra></extra>"))
+        tau = agreement.get(spec.name, {}).get("weighted_tau")
+        title = (f"{spec.label} against true accuracy (weighted τ "
+                 + (f"{tau:.2f})" if tau is not None else "undefined)"))
+        buttons.append(dict(label=spec.label, method="update",
+                            args=[{"visible": None}, {"title.text": title,
+                                                      "xaxis.title.text": spec.label}]))
+    if not buttons:
+        return ""
+    for i, button in enumerate(buttons):
+        button["args"][0]["visible"] = [j == i for j in range(len(buttons))]
+    first = buttons[0]["args"][1]
+    fig.update_layout(
+        title=first["title.text"], xaxis_title=first["xaxis.title.text"],
+        yaxis_title="True accuracy (%)", height=420,
+        updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.18,
+                          yanchor="top", showactive=True)])
+    return _html(fig, "chart-truth")
+
+
+def _predictor_value(spec, row):
+    from .verification import Reference
+
+    value = spec.value(row) if isinstance(spec, Reference) else row.scores.get(spec.name)
+    return float(value) if value is not None else None

@@ -9,6 +9,7 @@ urlpatterns = [
     path("datasets/<int:pk>/delete/", views.dataset_delete, name="dataset-delete"),
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation-detail"),
     path("evaluations/<int:pk>/retry/", views.evaluation_retry, name="evaluation-retry"),
+    path("evaluations/<int:pk>/truth/", views.evaluation_truth, name="evaluation-truth"),
     path("evaluations/<int:pk>/export.<str:fmt>", views.evaluation_export,
          name="evaluation-export"),
 ]

@@ -14,10 +14,11 @@ from . import charts
 from .api.serializers import evaluation_payload
 from .datasets import ArchiveError, create_target_dataset
 from .forms import DatasetUploadForm, EvaluationForm
-from .models import Evaluation, MetricScore, Status, TargetDataset
+from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset
 from .metrics import REGISTRY
 from .results import approximation_notes, metric_columns, ranked_rows, rows_ranking_metric
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
+from .verification import REFERENCES, submit_truth, truth_payload
 
 
 @login_required
@@ -99,6 +100,21 @@ def evaluation_retry(request, pk):
 
 
 @login_required
+@require_POST
+def evaluation_truth(request, pk):
+    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    mode = request.POST.get("mode", GroundTruth.Mode.FINETUNE)
+    try:
+        truth = submit_truth(evaluation, mode=mode)
+    except SubmissionError as exc:
+        messages.error(request, f"Ground truth not started: {exc}.")
+    else:
+        messages.success(request, f"Measuring the true accuracy of {truth.results.count()} "
+                                  f"checkpoints by {truth.get_mode_display().lower()}.")
+    return redirect(f"{evaluation.get_absolute_url()}#truth")
+
+
+@login_required
 def evaluation_detail(request, pk):
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
                                    pk=pk, owner=request.user)
@@ -107,6 +123,7 @@ def evaluation_detail(request, pk):
     ranking = rows_ranking_metric(rows)
     chart_spec = REGISTRY[ranking] if ranking else None
     notes = approximation_notes(rows)
+    truth = truth_payload(evaluation, rows)
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "set_columns": [s for s in columns if s.relative_to_set],
@@ -121,8 +138,32 @@ def evaluation_detail(request, pk):
         if evaluation.complementarity else "",
         "pairs": _top_pairs(evaluation.complementarity),
         "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
+        "truth": truth,
+        "truth_modes": GroundTruth.Mode.choices,
+        "agreement_rows": _agreement_rows(truth),
+        "truth_train_percent": round(100 * (1 - truth["test_fraction"])) if truth else None,
+        # Kendall's tau over M checkpoints moves in steps of 4 / (M (M - 1)).
+        "tau_step": 4 / (len(truth["accuracy"]) * (len(truth["accuracy"]) - 1))
+        if truth and len(truth["accuracy"]) >= 2 else None,
+        "truth_chart": charts.truth_scatter(rows, truth, _truth_chart_specs(columns, chart_spec))
+        if truth and truth["agreement"] else "",
     }
     return render(request, "transferability/evaluation_detail.html", context)
+
+
+def _agreement_rows(truth) -> list[dict]:
+    """The agreement table: best weighted tau first, undefined last."""
+    if not truth or not truth["agreement"]:
+        return []
+    rows = [{"name": name, **entry} for name, entry in truth["agreement"].items()]
+    rows.sort(key=lambda r: (r["weighted_tau"] is None, -(r["weighted_tau"] or 0.0)))
+    return rows
+
+
+def _truth_chart_specs(columns, ranking_spec) -> list:
+    """The ranking metric first, then the other columns, then the references."""
+    ordered = ([ranking_spec] if ranking_spec else []) + [s for s in columns if s != ranking_spec]
+    return ordered + REFERENCES
 
 
 def _stage_rows(rows, spec) -> list[dict]:

@@ -126,3 +126,26 @@ def test_a_running_evaluation_cannot_be_verified_yet(owner, evaluation):
     evaluation.save()
     with pytest.raises(SubmissionError, match="still running"):
         submit_truth(evaluation)
+
+
+def test_the_page_offers_the_measurement_then_shows_the_agreement(evaluation, owner, client,
+                                                                   sent_tasks):
+    client.force_login(owner)
+    page = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
+    assert 'id="truth-form"' in page and "Measure true accuracy" in page
+
+    response = client.post(f"/evaluations/{evaluation.pk}/truth/", {"mode": "probe"})
+    assert response.status_code == 302 and response["Location"].endswith("#truth")
+    truth = GroundTruth.objects.get(evaluation=evaluation)
+    assert truth.mode == "probe"
+    running = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
+    assert 'id="truth-progress"' in running and 'id="agreement"' not in running
+
+    verification.run_truth_inline(truth.pk)
+    page = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
+    assert 'id="agreement"' in page and 'id="chart-truth"' in page
+    for label in ("TMI", "Source accuracy", "Parameter count", "Feature width d"):
+        assert f"<td>{label}</td>" in page
+    assert "True acc." in page and 'id="truth-spread"' in page
+    again = client.post(f"/evaluations/{evaluation.pk}/truth/", {"mode": "guess"}, follow=True)
+    assert "Ground truth not started: mode must be one of finetune, probe" in again.content.decode()

@@ -74,6 +74,31 @@
     setTimeout(poll, 1000);
   }
 
+  // While the ground truth is measured: its progress, then the page again with the results.
+  function watchTruth() {
+    var state = document.getElementById("truth-state");
+    var evaluation = document.getElementById("evaluation-state");
+    if (!state || !evaluation || ["done", "failed"].indexOf(state.dataset.status) >= 0) return;
+    function poll() {
+      fetch(evaluation.dataset.api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+        .then(function (data) {
+          var truth = data.truth;
+          if (!truth) return;
+          var bar = document.getElementById("truth-progress");
+          if (bar) bar.value = truth.progress;
+          if (["done", "failed"].indexOf(truth.status) >= 0) {
+            window.location.hash = "truth";
+            window.location.reload();
+            return;
+          }
+          setTimeout(poll, 2000);
+        })
+        .catch(function () { setTimeout(poll, 5000); });
+    }
+    setTimeout(poll, 1500);
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
-  window.zoorank = {watchEvaluation: watchEvaluation, makeSortable: makeSortable};
+  window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth, makeSortable: makeSortable};
 })();
