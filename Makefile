@@ -19,8 +19,8 @@ install: $(VENV)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-# Admin user, checkpoints pretrained on the bundled MNIST sample, the bundled digits
-# dataset; then one evaluation through a real worker; then the dashboard.
+# Admin user, the demo zoo (build_demo_zoo), the bundled MNIST 5-9 and digits datasets;
+# then one evaluation through a real worker; then the dashboard.
 demo: migrate
 	$(BIN)/python manage.py demo
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \

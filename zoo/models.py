@@ -55,6 +55,11 @@ class Checkpoint(models.Model):
     source_dataset = models.CharField(max_length=120, blank=True, db_index=True)
     source_top1 = models.FloatField(null=True, blank=True, help_text="Source top-1 accuracy, %.")
     license = models.CharField(max_length=120, blank=True)
+    recipe = models.JSONField(
+        default=dict, blank=True,
+        help_text="How these weights were made: source task, architecture, kwargs, epochs, "
+                  "learning rate, augmentation, seed; for a distilled checkpoint its lineage.",
+    )
 
     enabled = models.BooleanField(default=True, db_index=True)
     curated = models.BooleanField(

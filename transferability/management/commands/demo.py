@@ -1,4 +1,4 @@
-"""Set up and run the demo: local checkpoints, a bundled dataset, one real evaluation."""
+"""Set up and run the demo: the demo zoo, two bundled datasets, one real evaluation."""
 
 import secrets
 import time
@@ -9,20 +9,31 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from transferability.bundled import digits_archive
+from transferability.bundled import digits_archive, mnist_59_archive
 from transferability.datasets import create_target_dataset
 from transferability.models import TargetDataset
 from transferability.submission import submit_evaluation
+from zoo.demo_zoo import DEMO_ZOO, build_zoo
 from zoo.models import Checkpoint
-from zoo.pretraining import DEMO_RECIPES, mnist_tensors, pretrain_and_register
 
-DATASET_NAME = "scikit-learn digits"
+DEMO_SEED = 0
+# Target datasets: name -> (archive file under VAR_DIR/bundled, how to write it).
+DATASETS = {
+    "MNIST digits 5-9": ("mnist_5-9.zip", mnist_59_archive),
+    "scikit-learn digits": ("digits.zip", digits_archive),
+}
+EVALUATION_DATASET = "MNIST digits 5-9"
+# The first demo checkpoints trained on all ten MNIST digits, the targets' among them.
+RETIRED_CHECKPOINTS = ["demo-resnet.mnist_e3", "demo-convnext.mnist_e2",
+                       "demo-efficientnet.mnist_e1", "demo-vit.mnist_e2",
+                       "demo-resnet10t.mnist_e1"]
 
 
 class Command(BaseCommand):
-    help = ("Prepare the demo (admin user, checkpoints pretrained on the bundled MNIST sample, "
-            "the bundled digits dataset) and, with --evaluate, run one evaluation through the "
-            "worker and wait for it.")
+    help = ("Prepare the demo (admin user, the demo zoo of small checkpoints trained on "
+            "bundled and procedural source tasks, the MNIST 5-9 and scikit-learn digits "
+            "datasets) and, with --evaluate, evaluate the demo zoo on MNIST digits 5-9 "
+            "through the worker and wait for it.")
 
     def add_arguments(self, parser):
         parser.add_argument("--evaluate", action="store_true",
@@ -34,7 +45,8 @@ class Command(BaseCommand):
             return self.evaluate(options["timeout"])
         user = self.ensure_admin()
         self.ensure_checkpoints()
-        self.ensure_dataset(user)
+        for name in DATASETS:
+            self.ensure_dataset(user, name)
 
     def ensure_admin(self):
         users = get_user_model()
@@ -56,32 +68,30 @@ class Command(BaseCommand):
         return user
 
     def ensure_checkpoints(self):
-        missing = [r for r in DEMO_RECIPES if not Checkpoint.objects.filter(name=r.name).exists()]
-        if not missing:
-            self.stdout.write(f"{len(DEMO_RECIPES)} demo checkpoints already in the zoo.")
-            return
-        images, labels = mnist_tensors()
-        weights_dir = Path(settings.MEDIA_ROOT) / "weights"
-        for recipe in tqdm(missing, desc="Pretraining demo checkpoints on MNIST", unit="model"):
-            checkpoint = pretrain_and_register(recipe, weights_dir, images, labels)
-            tqdm.write(f"  {checkpoint.name}: {checkpoint.param_count:,} parameters, "
-                       f"d={checkpoint.feature_dim}, source top-1 {checkpoint.source_top1:.1f}%")
+        stream = self.stderr._out  # the raw stream: tqdm redraws its line in place
+        build_zoo(DEMO_ZOO, seed=DEMO_SEED, progress=stream,
+                  write=lambda line: tqdm.write(f"  {line}", file=self.stdout._out))
+        retired = Checkpoint.objects.filter(name__in=RETIRED_CHECKPOINTS, enabled=True)
+        for name in retired.values_list("name", flat=True):
+            self.stdout.write(f"Disabled {name}: it was trained on the demo's target digits.")
+        retired.update(enabled=False)
 
-    def ensure_dataset(self, user):
-        if TargetDataset.objects.filter(owner=user, name=DATASET_NAME).exists():
-            self.stdout.write(f"Dataset '{DATASET_NAME}' already imported.")
+    def ensure_dataset(self, user, name: str):
+        if TargetDataset.objects.filter(owner=user, name=name).exists():
+            self.stdout.write(f"Dataset '{name}' already imported.")
             return
-        archive = digits_archive(Path(settings.VAR_DIR) / "bundled" / "digits.zip")
-        dataset = create_target_dataset(user, DATASET_NAME, archive)
+        filename, write_archive = DATASETS[name]
+        archive = write_archive(Path(settings.VAR_DIR) / "bundled" / filename)
+        dataset = create_target_dataset(user, name, archive)
         self.stdout.write(f"Imported '{dataset.name}': {dataset.num_images} images, "
                           f"{dataset.num_classes} classes.")
 
     def evaluate(self, timeout: int):
         user = get_user_model().objects.get(username="admin")
-        dataset = TargetDataset.objects.filter(owner=user, name=DATASET_NAME).first()
+        dataset = TargetDataset.objects.filter(owner=user, name=EVALUATION_DATASET).first()
         if dataset is None:
             raise CommandError("run 'manage.py demo' first")
-        checkpoints = Checkpoint.objects.filter(name__in=[r.name for r in DEMO_RECIPES])
+        checkpoints = Checkpoint.objects.filter(name__in=[r.name for r in DEMO_ZOO])
         evaluation = submit_evaluation(user, dataset, checkpoints)
         self.stdout.write(f"Evaluation {evaluation.pk} submitted; waiting for the worker.")
         started = time.monotonic()
