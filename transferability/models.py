@@ -247,3 +247,57 @@ class TruthResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.checkpoint} true accuracy {self.accuracy}"
+
+
+class Transfer(models.Model):
+    """Knowledge moved from a teacher into a student on an evaluation's target (KL+DP).
+
+    The distilled student is saved as a new checkpoint (``result_checkpoint``) whose recipe
+    records its lineage; it can be evaluated like any other.
+    """
+
+    class Variant(models.TextChoices):
+        SUPERVISED = "supervised", "KL+DP with labels"
+        UNSUPERVISED = "unsupervised", "KL+DP without labels"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="transfers")
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE,
+                                   related_name="transfers")
+    teacher = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    student = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    variant = models.CharField(max_length=14, choices=Variant.choices,
+                               default=Variant.SUPERVISED)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    steps_done = models.PositiveIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    # On held-out data, in %: transfer_delta of the student after vs before, and the
+    # student's flips against the teacher before and after ({"positive", "negative"}).
+    delta = models.JSONField(null=True, blank=True)
+    flips_before = models.JSONField(null=True, blank=True)
+    flips_after = models.JSONField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    result_checkpoint = models.ForeignKey(Checkpoint, on_delete=models.SET_NULL, null=True,
+                                          blank=True, related_name="distilled_by")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.teacher} -> {self.student} ({self.variant})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (Status.DONE, Status.FAILED)
+
+    @property
+    def progress(self) -> float:
+        if self.is_finished:
+            return 1.0
+        return self.steps_done / self.steps_total if self.steps_total else 0.0

@@ -121,6 +121,16 @@ def pixel_batches(dataset_root: Path, dataset_hash: str, paths: Sequence[str],
             caches.images.discard(tmp)
 
 
+def cached_pixels(dataset, paths: Sequence[str], data_config: dict) -> np.ndarray:
+    """A stored dataset's uint8 pixels (N x 3 x H x W) for one preprocessing, memory-mapped
+    from the image cache, which is filled on first use (each image decoded once)."""
+    key = pixel_cache_key(dataset.content_hash, data_config)
+    if not caches.images.has(key, "pixels"):
+        for _ in pixel_batches(dataset.root, dataset.content_hash, paths, data_config, 256):
+            pass
+    return caches.images.load(key, "pixels", mmap=True)
+
+
 @dataclass
 class Extracted:
     """Per-layer arrays for one checkpoint on one dataset, float32, in sample order."""

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import jobs, verification
+from . import jobs, transfers, verification
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -27,3 +27,8 @@ def verify_checkpoint(truth_result_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def finalize_truth(truth_id: int) -> None:
     verification.finalize_truth(truth_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def transfer_knowledge(transfer_id: int) -> None:
+    transfers.transfer_knowledge(transfer_id)

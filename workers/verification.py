@@ -19,7 +19,7 @@ from zoo.loading import build_model
 
 from . import caches
 from .device import choose_device
-from .extraction import PRE_LOGITS, pixel_batches, pixel_cache_key
+from .extraction import PRE_LOGITS, cached_pixels
 from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples, obtain_features
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def measure(row: TruthResult) -> dict:
         return details
     device = choose_device()
     config = checkpoint.data_config()
-    pixels = _pixels(dataset, paths, config)
+    pixels = cached_pixels(dataset, paths, config)
     model = build_model(checkpoint)
     details = finetune_accuracy(model, pixels, labels, train, test, mean=config["mean"],
                                 std=config["std"], seed=truth.seed, device=device,
@@ -87,16 +87,6 @@ def _pre_logits(evaluation, checkpoint) -> np.ndarray:
     if result.feature_key and caches.features.has(result.feature_key, PRE_LOGITS):
         return caches.features.load(result.feature_key, PRE_LOGITS)
     return obtain_features(result).arrays[PRE_LOGITS]
-
-
-def _pixels(dataset, paths, config) -> np.ndarray:
-    """The dataset's uint8 pixels for this preprocessing, memory-mapped from the image
-    cache (filled on first use, each image decoded once)."""
-    key = pixel_cache_key(dataset.content_hash, config)
-    if not caches.images.has(key, "pixels"):
-        for _ in pixel_batches(dataset.root, dataset.content_hash, paths, config, 256):
-            pass
-    return caches.images.load(key, "pixels", mmap=True)
 
 
 def _heartbeat(row_id: int, every_seconds: float = 2.0):

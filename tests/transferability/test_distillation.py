@@ -100,3 +100,88 @@ def test_transfer_delta_is_positive_minus_negative_flips():
 def test_transfer_delta_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="samples"):
         transfer_delta([True, False], [True])
+
+
+# --- the whole transfer on a target task -------------------------------------------------
+
+from transferability.distillation import (  # noqa: E402
+    flips_against, kl_dp_transfer, probe_head, TransferRecipe, with_target_head)
+from transferability.probes import make_probe  # noqa: E402
+
+
+def test_flips_against_the_teacher():
+    flips = flips_against([1, 1, 0, 0], [1, 0, 1, 0])
+    assert flips == {"positive": 25.0, "negative": 25.0}
+    with pytest.raises(ValueError, match="3 samples, teacher 2"):
+        flips_against([1, 0, 1], [1, 0])
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_probe_head_predicts_what_the_probe_predicts(n_classes):
+    rng = np.random.default_rng(n_classes)
+    labels = np.repeat(np.arange(n_classes), 25)
+    features = rng.standard_normal((labels.size, 6)) * [1, 5, 0.1, 2, 1, 30] + labels[:, None]
+    weight, bias = probe_head(features, labels, n_classes)
+    logits = torch.as_tensor(features, dtype=torch.float32) @ weight.T + bias
+    expected = make_probe().fit(features, labels).predict(features)
+    assert weight.shape == (n_classes, 6)
+    assert (logits.argmax(1).numpy() == expected).mean() >= 0.99  # float32 ties aside
+
+
+def test_a_head_needs_every_class_in_the_train_split():
+    with pytest.raises(ValueError, match="2 of the 3 classes"):
+        probe_head(np.zeros((4, 2)), np.array([0, 0, 1, 1]), 3)
+
+
+def colour_images(n_per_class=16, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    pixels = rng.integers(0, 120, (labels.size, 3, 16, 16)).astype(np.uint8)
+    pixels[np.arange(labels.size), labels] += 60 + rng.integers(0, 60, labels.size).astype(np.uint8)[:, None, None]
+    return pixels, labels
+
+
+@pytest.mark.parametrize("supervised", [True, False])
+def test_kl_dp_transfer_trains_the_student_and_reports_on_held_out_data(supervised):
+    import timm
+
+    pixels, labels = colour_images()
+    test = np.arange(0, labels.size, 3)
+    train = np.setdiff1d(np.arange(labels.size), test)
+    torch.manual_seed(0)
+    teacher = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    student = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=16)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    norm = ([0.5] * 3, [0.25] * 3)
+    trained, report = kl_dp_transfer(
+        teacher, student, pixels, pixels, labels, train, test, teacher_norm=norm,
+        student_norm=norm, supervised=supervised,
+        recipe=TransferRecipe(epochs=2, learning_rate=1e-3, batch_size=8))
+    delta = report["delta"]
+    assert delta["n_samples"] == len(test) == report["test"]
+    assert delta["delta_accuracy"] == pytest.approx(
+        delta["positive_flips"] - delta["negative_flips"])
+    for flips in (report["flips_before"], report["flips_after"]):
+        assert set(flips) == {"positive", "negative"}
+    # Before: the student's flips against the teacher match the two accuracies.
+    assert (report["flips_before"]["positive"] - report["flips_before"]["negative"]
+            == pytest.approx(delta["accuracy_before"] - report["teacher_accuracy"]))
+    assert (report["flips_after"]["positive"] - report["flips_after"]["negative"]
+            == pytest.approx(delta["accuracy_after"] - report["teacher_accuracy"]))
+    assert 0.0 <= report["teacher_guided"] <= 1.0 and report["supervised"] is supervised
+    assert trained.get_classifier().out_features == 3
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())
+    # The trained student is a plain timm model: what it predicts is what was reported.
+    with torch.inference_mode():
+        x = (torch.from_numpy(pixels[test]).float() - 127.5) / 63.75
+        right = (trained(x).argmax(1).numpy() == labels[test]).mean() * 100
+    assert right == pytest.approx(delta["accuracy_after"])
+
+
+def test_with_target_head_copies_the_model():
+    import timm
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    weight, bias = torch.ones(3, model.num_features), torch.zeros(3)
+    headed = with_target_head(model, weight, bias)
+    assert headed.get_classifier().out_features == 3 and model.get_classifier().out_features == 10

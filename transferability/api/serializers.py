@@ -3,7 +3,7 @@ from rest_framework import serializers
 from zoo.models import Checkpoint
 
 from ..metrics import REGISTRY
-from ..models import Evaluation, GroundTruth, TargetDataset
+from ..models import Evaluation, GroundTruth, TargetDataset, Transfer
 from ..results import relative_to_set
 from ..verification import truth_payload
 
@@ -152,3 +152,20 @@ class TruthRequestSerializer(serializers.Serializer):
             if isinstance(item, bool) or not isinstance(item, (int, str)):
                 raise serializers.ValidationError("Give checkpoint ids or names.")
         return value
+
+
+class CheckpointReferenceField(serializers.JSONField):
+    """One checkpoint, by id or by name."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, str)) or data == "":
+            raise serializers.ValidationError("Give a checkpoint id or name.")
+        return data
+
+
+class TransferCreateSerializer(serializers.Serializer):
+    evaluation = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    teacher = CheckpointReferenceField()
+    student = CheckpointReferenceField()
+    variant = serializers.ChoiceField(choices=Transfer.Variant.values,
+                                      default=Transfer.Variant.SUPERVISED)

@@ -12,6 +12,8 @@ urlpatterns = [
          name="api-evaluation-retry"),
     path("evaluations/<int:pk>/truth/", views.EvaluationTruth.as_view(),
          name="api-evaluation-truth"),
+    path("transfers/", views.TransferList.as_view(), name="api-transfer-list"),
+    path("transfers/<int:pk>/", views.TransferDetail.as_view(), name="api-transfer-detail"),
     path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
     path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
 ]

@@ -9,13 +9,15 @@ from zoo.models import Checkpoint
 
 from ..datasets import ArchiveError, create_target_dataset
 from ..metrics import REGISTRY
-from ..models import Evaluation, TargetDataset
+from ..models import Evaluation, TargetDataset, Transfer
 from ..results import ranked_rows
 from ..submission import Conflict, SubmissionError, retry, submit_evaluation
+from ..transfers import submit_transfer, transfer_payload
 from ..verification import submit_truth
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
                           EvaluationCreateSerializer, TargetDatasetSerializer,
-                          TruthRequestSerializer, evaluation_payload)
+                          TransferCreateSerializer, TruthRequestSerializer,
+                          evaluation_payload)
 
 
 class DatasetList(generics.ListAPIView):
@@ -137,3 +139,39 @@ class MetricList(APIView):
              "relative_to_set": s.relative_to_set, "sample_limit": s.sample_limit}
             for s in REGISTRY.values()
         ])
+
+
+class TransferList(APIView):
+    """GET: your transfers, newest first. POST {"evaluation", "teacher", "student"
+    [, "variant"]} (checkpoint ids or names): distil the teacher into the student with KL+DP
+    on the evaluation's dataset; 202 with a Location to poll."""
+
+    def get(self, request):
+        transfers = (Transfer.objects.filter(owner=request.user)
+                     .select_related("teacher", "student", "result_checkpoint")[:100])
+        return Response([transfer_payload(t, request) for t in transfers])
+
+    def post(self, request):
+        serializer = TransferCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        evaluation = Evaluation.objects.filter(pk=data["evaluation"], owner=request.user).first()
+        if evaluation is None:
+            return Response({"evaluation": [f"No evaluation {data['evaluation']} of yours."]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        try:
+            transfer = submit_transfer(request.user, evaluation, data["teacher"],
+                                       data["student"], variant=data["variant"])
+        except SubmissionError as exc:
+            code = (status.HTTP_409_CONFLICT if isinstance(exc, Conflict)
+                    else status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": str(exc)}, status=code)
+        body = transfer_payload(transfer, request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class TransferDetail(APIView):
+    def get(self, request, pk):
+        transfer = get_object_or_404(Transfer.objects.select_related(
+            "teacher", "student", "result_checkpoint"), pk=pk, owner=request.user)
+        return Response(transfer_payload(transfer, request))
