@@ -10,6 +10,7 @@ urlpatterns = [
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation-detail"),
     path("evaluations/<int:pk>/retry/", views.evaluation_retry, name="evaluation-retry"),
     path("evaluations/<int:pk>/truth/", views.evaluation_truth, name="evaluation-truth"),
+    path("evaluations/<int:pk>/transfer/", views.evaluation_transfer, name="evaluation-transfer"),
     path("evaluations/<int:pk>/export.<str:fmt>", views.evaluation_export,
          name="evaluation-export"),
 ]

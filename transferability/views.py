@@ -14,10 +14,12 @@ from . import charts
 from .api.serializers import evaluation_payload
 from .datasets import ArchiveError, create_target_dataset
 from .forms import DatasetUploadForm, EvaluationForm
-from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset
+from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset, Transfer
 from .metrics import REGISTRY
+from .recommendation import consensus_ranks, metric_warnings, recommend
 from .results import approximation_notes, metric_columns, ranked_rows, rows_ranking_metric
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
+from .transfers import submit_transfer, suggest_pair
 from .verification import REFERENCES, submit_truth, truth_payload
 
 
@@ -115,15 +117,39 @@ def evaluation_truth(request, pk):
 
 
 @login_required
+@require_POST
+def evaluation_transfer(request, pk):
+    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    try:
+        transfer = submit_transfer(request.user, evaluation, request.POST.get("teacher", ""),
+                                   request.POST.get("student", ""),
+                                   variant=request.POST.get("variant",
+                                                            Transfer.Variant.SUPERVISED))
+    except SubmissionError as exc:
+        messages.error(request, f"Transfer not started: {exc}.")
+    else:
+        messages.success(request, f"Transferring {transfer.teacher.name} into "
+                                  f"{transfer.student.name} ({transfer.get_variant_display()}).")
+    return redirect(f"{evaluation.get_absolute_url()}#transfer")
+
+
+@login_required
 def evaluation_detail(request, pk):
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
                                    pk=pk, owner=request.user)
     rows = ranked_rows(evaluation)
     columns = metric_columns(rows)
+    if not evaluation.is_finished:
+        # Every column the evaluation will fill, so that scores can appear as they come.
+        columns = [spec for name, spec in REGISTRY.items()
+                   if name in (evaluation.metrics or REGISTRY) or spec in columns]
     ranking = rows_ranking_metric(rows)
     chart_spec = REGISTRY[ranking] if ranking else None
     notes = approximation_notes(rows)
     truth = truth_payload(evaluation, rows)
+    class_counts = evaluation.dataset.class_counts
+    warnings = metric_warnings(rows, class_counts)
+    consensus, consensus_metrics = consensus_ranks(rows, warnings)
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "set_columns": [s for s in columns if s.relative_to_set],
@@ -139,6 +165,17 @@ def evaluation_detail(request, pk):
         "pairs": _top_pairs(evaluation.complementarity),
         "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
         "truth": truth,
+        "recommendation": recommend(rows, class_counts, truth, ranking),
+        "consensus": consensus,
+        "consensus_metrics": consensus_metrics,
+        "warnings": warnings,
+        "warning_notes": _warning_notes(warnings),
+        "chosen_metric": ranking or next((s.name for s in columns if s.kind == "metric"), ""),
+        "transfers": evaluation.transfers.select_related("teacher", "student",
+                                                         "result_checkpoint"),
+        "transfer_choices": [r.checkpoint.name for r in rows if r.result.status == Status.DONE],
+        "transfer_variants": Transfer.Variant.choices,
+        "suggestion": suggest_pair(evaluation, rows),
         "truth_modes": GroundTruth.Mode.choices,
         "agreement_rows": _agreement_rows(truth),
         "truth_train_percent": round(100 * (1 - truth["test_fraction"])) if truth else None,
@@ -149,6 +186,21 @@ def evaluation_detail(request, pk):
         if truth and truth["agreement"] else "",
     }
     return render(request, "transferability/evaluation_detail.html", context)
+
+
+def _warning_notes(warnings) -> list[tuple[str, str]]:
+    """One line per metric: why it cannot discriminate, for all or for some checkpoints."""
+    notes = []
+    for name, where in warnings.items():
+        label = REGISTRY[name].label
+        if "*" in where:
+            notes.append((label, where["*"]))
+        else:
+            first = next(iter(where.values()))
+            notes.append((label, f"for {len(where)} checkpoint{'s' if len(where) > 1 else ''}"
+                                 f" ({', '.join(list(where)[:3])}{'…' if len(where) > 3 else ''})"
+                                 f": {first.split(':')[0]}"))
+    return notes
 
 
 def _agreement_rows(truth) -> list[dict]:

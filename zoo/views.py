@@ -1,7 +1,9 @@
+import json
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 
 from .models import Checkpoint
 
@@ -31,4 +33,47 @@ def checkpoint_list(request):
     return render(request, "zoo/checkpoint_list.html", {
         "page": page, "query": query, "family": family, "families": families, "order": order,
         "total": Checkpoint.objects.count(),
+    })
+
+
+@login_required
+def checkpoint_detail(request, pk):
+    """A model card: what the checkpoint is, where its weights are, how it was made, and
+    every score it has received on the user's datasets."""
+    from transferability.models import MetricScore, TruthResult
+    from transferability.metrics import REGISTRY
+
+    from .loading import weights_location
+
+    checkpoint = get_object_or_404(Checkpoint, pk=pk)
+    try:
+        path = weights_location(checkpoint)
+    except Exception as exc:  # a misconfigured entry still gets its card
+        path, weights_problem = None, str(exc)
+    else:
+        weights_problem = ""
+    scores = (MetricScore.objects.filter(result__checkpoint=checkpoint,
+                                         result__evaluation__owner=request.user,
+                                         layer=MetricScore.PRE_LOGITS, value__isnull=False)
+              .select_related("result__evaluation__dataset").order_by("-result__evaluation_id"))
+    by_evaluation = {}
+    for score in scores:
+        evaluation = score.result.evaluation
+        entry = by_evaluation.setdefault(evaluation.pk, {"evaluation": evaluation, "scores": {}})
+        entry["scores"][score.metric] = score.value
+    truths = dict(TruthResult.objects.filter(
+        checkpoint=checkpoint, truth__evaluation__owner=request.user, accuracy__isnull=False
+    ).values_list("truth__evaluation_id", "accuracy"))
+    for pk_, entry in by_evaluation.items():
+        entry["truth"] = truths.get(pk_)
+    present = {name for entry in by_evaluation.values() for name in entry["scores"]}
+    return render(request, "zoo/checkpoint_detail.html", {
+        "checkpoint": checkpoint,
+        "weights_path": path,
+        "weights_present": path.exists() if path else None,
+        "weights_problem": weights_problem,
+        "evaluations": list(by_evaluation.values()),
+        "metric_columns": [spec for name, spec in REGISTRY.items() if name in present],
+        "recipe": json.dumps(checkpoint.recipe, indent=2) if getattr(checkpoint, "recipe", None)
+        else "",
     })

@@ -349,9 +349,9 @@ def test_it_shows_a_finished_evaluation_ranked(alice, owner):
     assert re.findall(r'data-checkpoint="([^"]+)"', ranking) == RANKED
     ranks = re.findall(r'<tr data-result="\d+"[^>]*>\s*<td data-sort="(\d+)">', ranking)
     assert ranks == ["1", "2", "3"]
-    headers = re.findall(r'<th class="metric"[^>]*>([^<]+)</th>', ranking)
+    headers = re.findall(r'<th class="metric[^"]*"[^>]*>([^<]+)</th>', ranking)
     assert headers == ["TMI&nbsp;↑", "LogME&nbsp;↑"]
-    assert "Ranked by TMI." in html
+    assert "Ranked by TMI;" in html
     assert ">3.125<" in ranking and ">-0.5<" in ranking
     assert ranking.count('class="badge done"') == 3
     assert 'id="chart-tmi"' in html and "Plotly.newPlot" in html
@@ -389,12 +389,12 @@ def test_it_marks_scores_relative_to_the_set_and_approximated_ones(alice, owner)
     html = page(alice.get(evaluation.get_absolute_url()))
 
     ranking = table(html, "ranking")
-    header = re.search(r'<th class="metric relative-to-set" title="([^"]+)">(.*?)</th>',
+    header = re.search(r'<th class="metric relative-to-set[^"]*" data-metric="ncti" title="([^"]+)">(.*?)</th>',
                        ranking)
     assert header, "NCTI's header is marked as relative to the set"
     assert "relative to this set of checkpoints" in header.group(1)
     assert header.group(2).startswith("NCTI&nbsp;↑") and "†" in header.group(2)
-    knn_header = re.search(r'<th class="metric" title="[^"]*">k‑NN accuracy(.*?)</th>',
+    knn_header = re.search(r'<th class="metric[^"]*" data-metric="knn_accuracy" title="[^"]*">k‑NN accuracy(.*?)</th>',
                            ranking)
     assert knn_header and "*" in knn_header.group(1) and "†" not in knn_header.group(1)
     assert ranking.count(f'title="{KNN_NOTE}"') == 3  # each k-NN cell says how
@@ -607,3 +607,51 @@ def test_it_offers_to_retry_failed_checkpoints_and_queues_them(
     assert evaluation.status == Status.RUNNING
     again = alice.post(f"/evaluations/{evaluation.pk}/retry/", follow=True)
     assert "Nothing retried: the evaluation is still running; a checkpoint is retried" in page(again)
+
+
+# The answer first, and the checkpoint page -------------------------------------------------
+
+def test_it_answers_first_with_a_recommendation_and_its_evidence(alice, owner):
+    evaluation = finished_evaluation(owner)
+    html = page(alice.get(evaluation.get_absolute_url()))
+    answer = re.search(r'<section class="recommendation card" id="recommendation">(.*?)</section>',
+                       html, re.S).group(1)
+    # zeta-net: TMI 1st, LogME 2nd; mid-net: TMI 2nd, LogME 1st -> consensus tie, name order
+    # puts mid-net first.
+    assert re.search(r"Take <a href=\"/zoo/\d+/\"><strong>mid-net</strong></a>", answer)
+    assert "best consensus rank over 2 metrics" in answer
+    assert "TMI 2/3" in answer and "LogME 1/3" in answer
+    assert "the metrics disagree: others put first zeta-net (TMI)" in answer
+    assert "a small dataset (12 images, 4 in the smallest class)" in answer
+    ranking = table(html, "ranking")
+    assert 'class="sortable compact"' in ranking and 'id="metric-choice"' in html
+    assert re.findall(r'<td data-metric="logme"[^>]*class="score extra"', ranking)
+    links = re.findall(r'<td><a href="/zoo/(\d+)/">([^<]+)</a></td>', ranking)
+    assert [name for _, name in links] == RANKED
+
+
+def test_a_metric_equal_for_every_checkpoint_is_flagged(alice, owner):
+    evaluation = finished_evaluation(owner)
+    for result in evaluation.results.all():
+        MetricScore.objects.create(result=result, metric="hscore", value=2.0)
+    html = page(alice.get(evaluation.get_absolute_url()))
+    assert html.count('<span class="warn" title="the same value (2) for every checkpoint') == 3
+    assert "Cannot discriminate: H-score, the same value (2) for every checkpoint" in html
+
+
+def test_the_checkpoint_page_is_a_model_card_with_its_scores(alice, owner, outsider):
+    evaluation = finished_evaluation(owner)
+    zeta = Checkpoint.objects.get(name="zeta-net")
+    html = page(alice.get(f"/zoo/{zeta.pk}/"))
+    card = table(html, "checkpoint-scores")
+    assert f'href="{evaluation.get_absolute_url()}"' in card and "3.125" in card
+    for fact in ("resnet18", "Feature width d", "192", "3,000,000", "72.0", "Model hub"):
+        assert fact in html, fact
+    assert alice.get("/zoo/999999/").status_code == 404
+
+
+def test_the_checkpoint_page_hides_other_peoples_scores(mallory, owner):
+    finished_evaluation(owner)
+    zeta = Checkpoint.objects.get(name="zeta-net")
+    html = page(mallory.get(f"/zoo/{zeta.pk}/"))
+    assert 'id="checkpoint-scores"' not in html and "Not evaluated on any of your datasets" in html

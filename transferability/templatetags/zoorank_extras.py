@@ -9,3 +9,12 @@ def get_item(mapping, key):
     if not mapping:
         return None
     return mapping.get(key)
+
+
+@register.filter
+def metric_label(name):
+    """A metric's label from its registry name (the name itself when unknown)."""
+    from transferability.metrics import REGISTRY
+
+    spec = REGISTRY.get(name)
+    return spec.label if spec else name

@@ -65,6 +65,15 @@
             if (count) count.textContent = r.images_done + "/" + r.images_total;
             var status = row.querySelector(".result-status .badge");
             if (status) { status.textContent = statusLabel(r.status); status.className = "badge " + r.status; }
+            // Scores fill in as each checkpoint finishes.
+            Object.keys(r.scores || {}).forEach(function (metric) {
+              var value = r.scores[metric];
+              var cell = row.querySelector('td[data-metric="' + CSS.escape(metric) + '"]');
+              if (!cell || value === null || value === undefined) return;
+              cell.setAttribute("data-sort", value);
+              cell.textContent = Number(value).toPrecision(5).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+              cell.classList.add("filled");
+            });
           });
           if (finished.indexOf(data.status) >= 0) { window.location.reload(); return; }
           setTimeout(poll, 1500);
@@ -99,6 +108,49 @@
     setTimeout(poll, 1500);
   }
 
+  // Transfers in progress: their progress bars, then the page again with the results.
+  function watchTransfers() {
+    document.querySelectorAll("tr[data-transfer]").forEach(function (row) {
+      if (["done", "failed"].indexOf(row.dataset.status) >= 0) return;
+      function poll() {
+        fetch(row.dataset.api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+          .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+          .then(function (data) {
+            var bar = row.querySelector(".transfer-progress");
+            if (bar) bar.value = data.progress;
+            if (["done", "failed"].indexOf(data.status) >= 0) {
+              window.location.hash = "transfer";
+              window.location.reload();
+              return;
+            }
+            setTimeout(poll, 2000);
+          })
+          .catch(function () { setTimeout(poll, 5000); });
+      }
+      setTimeout(poll, 1500);
+    });
+  }
+
+  // The compact ranking: one metric column at a time, or all of them.
+  function rankingControls() {
+    var table = document.getElementById("ranking");
+    var choice = document.getElementById("metric-choice");
+    var all = document.getElementById("show-all-metrics");
+    if (!table || !choice) return;
+    function apply() {
+      table.classList.toggle("compact", !(all && all.checked));
+      table.querySelectorAll("[data-metric]").forEach(function (cell) {
+        var metricColumn = choice.querySelector('option[value="' + CSS.escape(cell.dataset.metric) + '"]');
+        if (metricColumn) cell.classList.toggle("extra", cell.dataset.metric !== choice.value);
+      });
+    }
+    choice.addEventListener("change", apply);
+    if (all) all.addEventListener("change", apply);
+    apply();
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
-  window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth, makeSortable: makeSortable};
+  rankingControls();
+  window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth,
+                    watchTransfers: watchTransfers, makeSortable: makeSortable};
 })();
