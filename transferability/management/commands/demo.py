@@ -1,5 +1,6 @@
 """Set up and run the demo: the demo zoo, two bundled datasets, one real evaluation."""
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ from tqdm import tqdm
 
 from transferability.bundled import digits_archive, mnist_59_archive
 from transferability.datasets import create_target_dataset
-from transferability.models import TargetDataset
+from transferability.models import Evaluation, GroundTruth, Status, TargetDataset
+from transferability.results import ranked_rows
 from transferability.submission import submit_evaluation
+from transferability.verification import submit_truth, truth_payload
 from zoo.demo_zoo import DEMO_ZOO, build_zoo
 from zoo.models import Checkpoint
 
@@ -87,28 +90,73 @@ class Command(BaseCommand):
                           f"{dataset.num_classes} classes.")
 
     def evaluate(self, timeout: int):
+        """Evaluate the demo zoo on the demo target, then measure its ground truth; a
+        finished pair from an earlier run is reused."""
         user = get_user_model().objects.get(username="admin")
         dataset = TargetDataset.objects.filter(owner=user, name=EVALUATION_DATASET).first()
         if dataset is None:
             raise CommandError("run 'manage.py demo' first")
-        checkpoints = Checkpoint.objects.filter(name__in=[r.name for r in DEMO_ZOO])
-        evaluation = submit_evaluation(user, dataset, checkpoints)
-        self.stdout.write(f"Evaluation {evaluation.pk} submitted; waiting for the worker.")
+        checkpoints = list(Checkpoint.objects.filter(name__in=[r.name for r in DEMO_ZOO]))
+        evaluation = self.finished_demo_evaluation(dataset, checkpoints)
+        if evaluation is not None:
+            self.stdout.write(f"Evaluation {evaluation.pk} of the demo zoo has finished, with "
+                              f"ground truth: reused.")
+        else:
+            evaluation = submit_evaluation(user, dataset, checkpoints)
+            self.stdout.write(f"Evaluation {evaluation.pk} submitted; waiting for the worker.")
+            self.wait(evaluation, f"Evaluation {evaluation.pk}", timeout)
+            if evaluation.status != Status.DONE:
+                raise CommandError(f"the demo evaluation failed: {evaluation.message}")
+            truth = submit_truth(evaluation, mode=GroundTruth.Mode.FINETUNE)
+            self.stdout.write("Measuring the true accuracy of every checkpoint (fine-tuning "
+                              "on 70 % of MNIST 5-9, testing on the rest).")
+            self.wait(truth, "Ground truth", timeout)
+            if truth.status != Status.DONE:
+                raise CommandError(f"the demo ground truth failed: {truth.message}")
+        self.report(evaluation)
+        return None
+
+    def finished_demo_evaluation(self, dataset, checkpoints) -> Evaluation | None:
+        wanted = {c.pk for c in checkpoints}
+        for evaluation in Evaluation.objects.filter(dataset=dataset, status=Status.DONE,
+                                                    truth__status=Status.DONE):
+            if set(evaluation.results.values_list("checkpoint_id", flat=True)) == wanted:
+                return evaluation
+        return None
+
+    def wait(self, job, label: str, timeout: int) -> None:
         started = time.monotonic()
-        with tqdm(total=100, desc=f"Evaluation {evaluation.pk}", unit="%") as bar:
+        with tqdm(total=100, desc=label, unit="%") as bar:
             while True:
-                evaluation.refresh_from_db()
-                bar.n = round(100 * evaluation.progress)
-                bar.set_postfix_str(evaluation.status)
+                job.refresh_from_db()
+                bar.n = round(100 * job.progress)
+                bar.set_postfix_str(job.status)
                 bar.refresh()
-                if evaluation.is_finished:
+                if job.is_finished:
                     break
                 if time.monotonic() - started > timeout:
-                    raise CommandError(f"evaluation {evaluation.pk} did not finish in {timeout} s; "
-                                       f"is a worker running?")
+                    raise CommandError(f"{label} did not finish in {timeout} s; is a worker "
+                                       f"running?")
                 time.sleep(1)
-        self.stdout.write(f"Evaluation {evaluation.pk}: {evaluation.status} in "
-                          f"{time.monotonic() - started:.0f} s. {evaluation.message}")
-        if evaluation.status != "done":
-            raise CommandError("the demo evaluation failed")
-        return None
+        self.stdout.write(f"{label}: {job.status} in {time.monotonic() - started:.0f} s. "
+                          f"{job.message}")
+
+    def report(self, evaluation) -> None:
+        """The agreement table: how well each predictor ranked the true accuracies."""
+        truth = truth_payload(evaluation, ranked_rows(evaluation))
+        spread = truth["spread"]
+        self.stdout.write(f"True accuracy after fine-tuning: {spread['min']:.1f} % to "
+                          f"{spread['max']:.1f} % (standard error about "
+                          f"{spread['mean_standard_error']:.1f} points).")
+        self.stdout.write(f"{'predictor':<24} {'kind':<10} {'weighted tau':>12} "
+                          f"{'Kendall tau':>12} {'top-1 rel.':>10}")
+        rows = sorted(truth["agreement"].values(),
+                      key=lambda a: -(a["weighted_tau"] if a["weighted_tau"] is not None
+                                      else -9))
+        for a in rows:
+            cells = [f"{a[k]:.3f}" if a[k] is not None else "–"
+                     for k in ("weighted_tau", "kendall_tau", "top1_relative_accuracy")]
+            self.stdout.write(f"{a['label']:<24} {a['kind']:<10} {cells[0]:>12} {cells[1]:>12} "
+                              f"{cells[2]:>10}")
+        port = os.environ.get("PORT", "8000")
+        self.stdout.write(f"Page: http://127.0.0.1:{port}{evaluation.get_absolute_url()}")
