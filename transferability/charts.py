@@ -6,8 +6,8 @@ Plotly's JavaScript is loaded once by the page from our own static files.
 import plotly.graph_objects as go
 
 
-def _html(fig: go.Figure, div_id: str) -> str:
-    fig.update_layout(margin=dict(l=40, r=20, t=40, b=40), template="plotly_white")
+def _html(fig: go.Figure, div_id: str, top: int = 40) -> str:
+    fig.update_layout(margin=dict(l=40, r=20, t=top, b=40), template="plotly_white")
     return fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
 
@@ -61,8 +61,9 @@ def truth_scatter(rows, truth: dict, specs) -> str:
             continue
         x, y, names = zip(*points)
         fig.add_trace(go.Scatter(
-            x=x, y=y, text=names, mode="markers+text", textposition="top center",
-            marker=dict(size=10, color="#3b6ea8"), visible=not buttons, name=spec.label,
+            x=x, y=y, text=names, mode="markers",
+            marker=dict(size=11, color="#3b6ea8", line=dict(width=1, color="#fff")),
+            visible=not buttons, name=spec.label,
             hovertemplate="%{text}<br>" + spec.label + " %{x:.4g}<br>true accuracy %{y:.1f}%"
                           "<extra></extra>"))
         tau = agreement.get(spec.name, {}).get("weighted_tau")
@@ -77,11 +78,11 @@ def truth_scatter(rows, truth: dict, specs) -> str:
         button["args"][0]["visible"] = [j == i for j in range(len(buttons))]
     first = buttons[0]["args"][1]
     fig.update_layout(
-        title=first["title.text"], xaxis_title=first["xaxis.title.text"],
-        yaxis_title="True accuracy (%)", height=420,
-        updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.18,
-                          yanchor="top", showactive=True)])
-    return _html(fig, "chart-truth")
+        title=dict(text=first["title.text"], x=0.22, xanchor="left"),
+        xaxis_title=first["xaxis.title.text"], yaxis_title="True accuracy (%)", height=440,
+        updatemenus=[dict(buttons=buttons, direction="down", x=0.0, xanchor="left", y=1.16,
+                          yanchor="bottom", showactive=True)])
+    return _html(fig, "chart-truth", top=80)
 
 
 def _predictor_value(spec, row):

@@ -76,14 +76,16 @@ def enqueue_transfer(transfer_id: int) -> None:
             message=f"the task queue could not be reached: {exc}")
 
 
-def suggest_pair(evaluation: Evaluation, rows) -> dict | None:
-    """{"teacher", "student", "positive_flips"}: the top-ranked checkpoint as student and the
-    teacher with the most positive flips over it; None without complementarity."""
+def suggest_pair(evaluation: Evaluation, rows, student: str | None = None) -> dict | None:
+    """{"teacher", "student", "positive_flips"}: as student ``student`` (the page passes the
+    recommended checkpoint) or else the top-ranked one, and as teacher the checkpoint with the
+    most positive flips over it; None without complementarity."""
     report = evaluation.complementarity
     ranked = [r for r in rows if r.rank is not None]
-    if not report or not ranked:
+    if not report or not (ranked or student):
         return None
-    student = min(ranked, key=lambda r: r.rank).checkpoint.name
+    if student is None:
+        student = min(ranked, key=lambda r: r.rank).checkpoint.name
     candidates = [p for p in report["pairs"] if p["b"] == student]
     if not candidates:
         return None

@@ -150,6 +150,7 @@ def evaluation_detail(request, pk):
     class_counts = evaluation.dataset.class_counts
     warnings = metric_warnings(rows, class_counts)
     consensus, consensus_metrics = consensus_ranks(rows, warnings)
+    recommendation = recommend(rows, class_counts, truth, ranking)
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "set_columns": [s for s in columns if s.relative_to_set],
@@ -165,7 +166,7 @@ def evaluation_detail(request, pk):
         "pairs": _top_pairs(evaluation.complementarity),
         "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
         "truth": truth,
-        "recommendation": recommend(rows, class_counts, truth, ranking),
+        "recommendation": recommendation,
         "consensus": consensus,
         "consensus_metrics": consensus_metrics,
         "warnings": warnings,
@@ -175,7 +176,8 @@ def evaluation_detail(request, pk):
                                                          "result_checkpoint"),
         "transfer_choices": [r.checkpoint.name for r in rows if r.result.status == Status.DONE],
         "transfer_variants": Transfer.Variant.choices,
-        "suggestion": suggest_pair(evaluation, rows),
+        "suggestion": suggest_pair(evaluation, rows, recommendation.checkpoint.name
+                                   if recommendation else None),
         "truth_modes": GroundTruth.Mode.choices,
         "agreement_rows": _agreement_rows(truth),
         "truth_train_percent": round(100 * (1 - truth["test_fraction"])) if truth else None,

@@ -83,51 +83,50 @@
     setTimeout(poll, 1000);
   }
 
-  // While the ground truth is measured: its progress, then the page again with the results.
-  function watchTruth() {
-    var state = document.getElementById("truth-state");
-    var evaluation = document.getElementById("evaluation-state");
-    if (!state || !evaluation || ["done", "failed"].indexOf(state.dataset.status) >= 0) return;
+  var FINISHED = ["done", "failed"];
+
+  // Poll a JSON URL until onData returns true; back off on errors.
+  function pollJSON(url, onData) {
     function poll() {
-      fetch(evaluation.dataset.api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
         .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function (data) {
-          var truth = data.truth;
-          if (!truth) return;
-          var bar = document.getElementById("truth-progress");
-          if (bar) bar.value = truth.progress;
-          if (["done", "failed"].indexOf(truth.status) >= 0) {
-            window.location.hash = "truth";
-            window.location.reload();
-            return;
-          }
-          setTimeout(poll, 2000);
-        })
+        .then(function (data) { if (!onData(data)) setTimeout(poll, 2000); })
         .catch(function () { setTimeout(poll, 5000); });
     }
     setTimeout(poll, 1500);
   }
 
+  function reloadAt(anchor) {
+    window.location.hash = anchor;
+    window.location.reload();
+  }
+
+  // While the ground truth is measured: its progress, then the page again with the results.
+  function watchTruth() {
+    var state = document.getElementById("truth-state");
+    var evaluation = document.getElementById("evaluation-state");
+    if (!state || !evaluation || FINISHED.indexOf(state.dataset.status) >= 0) return;
+    pollJSON(evaluation.dataset.api, function (data) {
+      if (!data.truth) return false;
+      var bar = document.getElementById("truth-progress");
+      if (bar) bar.value = data.truth.progress;
+      if (FINISHED.indexOf(data.truth.status) < 0) return false;
+      reloadAt("truth");
+      return true;
+    });
+  }
+
   // Transfers in progress: their progress bars, then the page again with the results.
   function watchTransfers() {
     document.querySelectorAll("tr[data-transfer]").forEach(function (row) {
-      if (["done", "failed"].indexOf(row.dataset.status) >= 0) return;
-      function poll() {
-        fetch(row.dataset.api, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-          .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-          .then(function (data) {
-            var bar = row.querySelector(".transfer-progress");
-            if (bar) bar.value = data.progress;
-            if (["done", "failed"].indexOf(data.status) >= 0) {
-              window.location.hash = "transfer";
-              window.location.reload();
-              return;
-            }
-            setTimeout(poll, 2000);
-          })
-          .catch(function () { setTimeout(poll, 5000); });
-      }
-      setTimeout(poll, 1500);
+      if (FINISHED.indexOf(row.dataset.status) >= 0) return;
+      pollJSON(row.dataset.api, function (data) {
+        var bar = row.querySelector(".transfer-progress");
+        if (bar) bar.value = data.progress;
+        if (FINISHED.indexOf(data.status) < 0) return false;
+        reloadAt("transfer");
+        return true;
+      });
     });
   }
 
