@@ -185,3 +185,24 @@ def test_with_target_head_copies_the_model():
     weight, bias = torch.ones(3, model.num_features), torch.zeros(3)
     headed = with_target_head(model, weight, bias)
     assert headed.get_classifier().out_features == 3 and model.get_classifier().out_features == 10
+
+
+def test_kl_dp_keeps_the_students_batch_norm_statistics():
+    import timm
+
+    pixels, labels = colour_images(8)
+    train, test = np.arange(0, 24, 2), np.arange(1, 24, 2)
+    torch.manual_seed(1)
+    student = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    teacher = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    norm = ([0.5] * 3, [0.25] * 3)
+    trained, _ = kl_dp_transfer(teacher, student, pixels, pixels, labels, train, test,
+                                teacher_norm=norm, student_norm=norm,
+                                recipe=TransferRecipe(epochs=1, learning_rate=1e-3, batch_size=4))
+    before = {k: v for k, v in student.state_dict().items() if "running_" in k}
+    after = trained.state_dict()
+    assert before and all(torch.equal(v, after[k].to(v.device)) for k, v in before.items())
+    changed = [k for k, v in student.state_dict().items()
+               if k.endswith("weight") and "running" not in k and k in after
+               and v.shape == after[k].shape and not torch.equal(v, after[k])]
+    assert changed  # the weights did train
