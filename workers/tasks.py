@@ -32,3 +32,12 @@ def finalize_truth(truth_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def transfer_knowledge(transfer_id: int) -> None:
     transfers.transfer_knowledge(transfer_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def validate_checkpoints(checkpoint_ids: list[int]) -> None:
+    from zoo.models import Checkpoint
+    from zoo.validation import validate_checkpoint
+
+    for checkpoint in Checkpoint.objects.filter(pk__in=checkpoint_ids).order_by("name"):
+        validate_checkpoint(checkpoint)

@@ -1,4 +1,3 @@
-import gc
 import hashlib
 import tempfile
 from pathlib import Path
@@ -6,16 +5,24 @@ from pathlib import Path
 from django import forms
 from django.contrib import admin, messages
 from django.core.files.uploadedfile import UploadedFile
-from django.utils import timezone
 
 from .models import Checkpoint
+from .validation import QUEUED_MESSAGE
 from .weights import ALLOWED_SUFFIXES, WeightsError, read_state_dict
+
+VALIDATE_TASK = "workers.tasks.validate_checkpoints"
+
+
+SHORT_LIST = forms.TextInput(attrs={"size": 28})
 
 
 class CheckpointForm(forms.ModelForm):
     class Meta:
         model = Checkpoint
         fields = "__all__"
+        # Three numbers need a line, not a text area.
+        widgets = {"input_size": SHORT_LIST, "mean": SHORT_LIST, "std": SHORT_LIST,
+                   "model_kwargs": forms.TextInput(attrs={"size": 60})}
 
     def clean_weights_file(self):
         upload = self.cleaned_data.get("weights_file")
@@ -57,8 +64,8 @@ class CheckpointForm(forms.ModelForm):
 class CheckpointAdmin(admin.ModelAdmin):
     form = CheckpointForm
     list_display = (
-        "name", "architecture", "family", "weights_source", "feature_dim", "param_count",
-        "source_dataset", "source_top1", "enabled", "curated", "loads",
+        "name", "architecture", "family", "weights_source", "feature_dim", "parameters",
+        "source_dataset", "top1", "enabled", "curated", "loads", "load_message",
     )
     list_filter = ("enabled", "weights_source", "family", "source_dataset", "curated", "loads")
     search_fields = ("name", "architecture", "pretrained_tag", "hub_id", "family")
@@ -67,6 +74,14 @@ class CheckpointAdmin(admin.ModelAdmin):
                        "updated_at")
     list_per_page = 100
     actions = ["enable", "disable", "validate", "refresh_from_timm"]
+
+    @admin.display(description="Parameters", ordering="param_count")
+    def parameters(self, obj):
+        return f"{obj.param_count:,}" if obj.param_count is not None else "–"
+
+    @admin.display(description="Source top-1 %", ordering="source_top1")
+    def top1(self, obj):
+        return f"{obj.source_top1:.1f}" if obj.source_top1 is not None else "–"
 
     def save_model(self, request, obj, form, change):
         # Anything edited by hand is the admin's: catalog imports leave it alone from now on.
@@ -81,20 +96,22 @@ class CheckpointAdmin(admin.ModelAdmin):
     def disable(self, request, queryset):
         self.message_user(request, f"{queryset.update(enabled=False)} checkpoints disabled.")
 
-    @admin.action(description="Validate: load selected checkpoints")
+    @admin.action(description="Validate on a worker: load selected checkpoints")
     def validate(self, request, queryset):
-        # Loads each network with its weights, here in the request: meant for a handful.
-        failures = []
-        checkpoints = list(queryset.order_by("name"))
-        for checkpoint in checkpoints:
-            if not validate_checkpoint(checkpoint):
-                failures.append(checkpoint)
-        loaded = len(checkpoints) - len(failures)
-        message = f"{loaded} of {len(checkpoints)} checkpoints loaded."
-        if failures:
-            message += " Failed: " + "; ".join(c.load_message for c in failures[:5])
-            message += f" and {len(failures) - 5} more." if len(failures) > 5 else ""
-        self.message_user(request, message, messages.WARNING if failures else messages.SUCCESS)
+        # Loading networks is a worker's job: the request only queues them.
+        from config.celery import app
+
+        ids = list(queryset.order_by("name").values_list("pk", flat=True))
+        try:
+            app.send_task(VALIDATE_TASK, args=(ids,), queue="gpu")
+        except Exception as exc:  # the broker is unreachable: say so, change nothing
+            self.message_user(request, f"Nothing queued: the task queue could not be reached "
+                                       f"({exc}).", messages.ERROR)
+            return
+        Checkpoint.objects.filter(pk__in=ids).update(loads=None, load_message=QUEUED_MESSAGE)
+        self.message_user(request, f"{len(ids)} checkpoint{'s' if len(ids) != 1 else ''} queued "
+                                   f"for validation; the Loads column shows the outcome once a "
+                                   f"worker has loaded them.", messages.SUCCESS)
 
     @admin.action(description="Refresh selected from timm's registry")
     def refresh_from_timm(self, request, queryset):
@@ -117,36 +134,3 @@ class CheckpointAdmin(admin.ModelAdmin):
             message += " " + "; ".join(problems[:5])
             message += f" and {len(problems) - 5} more." if len(problems) > 5 else ""
         self.message_user(request, message, messages.WARNING if problems else messages.SUCCESS)
-
-
-def validate_checkpoint(checkpoint: Checkpoint) -> bool:
-    """Load the checkpoint as a worker would and record the outcome on its row.
-
-    Writes with a queryset update: neither ``curated`` nor ``updated_at`` moves, so
-    validating is not an edit and catalog imports still refresh the row.
-    """
-    from .loading import build_model  # torch and timm load only when an admin validates
-    from .timm_catalog import feature_dim_of
-
-    fields = {"validated_at": timezone.now()}
-    try:
-        model = build_model(checkpoint)
-    except Exception as exc:  # WeightsError mostly; anything else is a failure too, not a crash
-        message = str(exc) if isinstance(exc, WeightsError) else f"{type(exc).__name__}: {exc}"
-        fields.update(loads=False, load_message=message)
-    else:
-        feature_dim = feature_dim_of(model)
-        param_count = sum(p.numel() for p in model.parameters())
-        fields.update(loads=True, feature_dim=feature_dim, param_count=param_count,
-                      load_message=f"loaded: {feature_dim} features, "
-                                   f"{_millions(param_count)} parameters")
-        del model
-        gc.collect()
-    Checkpoint.objects.filter(pk=checkpoint.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(checkpoint, name, value)
-    return fields["loads"]
-
-
-def _millions(count: int) -> str:
-    return f"{count / 1e6:.1f}M" if count >= 100_000 else f"{count / 1e6:.3f}M"

@@ -166,7 +166,9 @@ def test_a_pickle_of_a_class_is_refused(admin_client, settings):
     assert not stored_files(settings)
 
 
-def test_validate_records_what_loads_and_what_does_not(admin_client):
+def test_validate_queues_a_worker_task_and_records_what_loads(admin_client, sent_tasks):
+    from workers.tasks import validate_checkpoints
+
     hub = catalog_row("test_resnet.r160_in1k", hub_id="timm/zoorank-test-never-cached",
                       input_size=[3, 160, 160])
     good = saved_checkpoint("z-tiny-local")  # sorts after the failing one
@@ -176,6 +178,18 @@ def test_validate_records_what_loads_and_what_does_not(admin_client):
     response = admin_client.post(CHANGELIST, {
         "action": "validate", "_selected_action": [hub.pk, good.pk, missing.pk],
     }, follow=True)
+
+    # The request only queues: nothing is loaded in it.
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.startswith("3 checkpoints queued for validation")
+    [(name, (ids,), queue)] = sent_tasks
+    assert (name, queue) == ("workers.tasks.validate_checkpoints", "gpu")
+    assert sorted(ids) == sorted([hub.pk, good.pk, missing.pk])
+    good.refresh_from_db()
+    assert good.loads is None and good.load_message == "queued for validation on a worker"
+    assert good.validated_at is None
+
+    validate_checkpoints(ids)  # what the worker runs
 
     good.refresh_from_db()
     expected_params = sum(
@@ -194,9 +208,33 @@ def test_validate_records_what_loads_and_what_does_not(admin_client):
 
     missing.refresh_from_db()
     assert missing.loads is False and "does not exist" in missing.load_message
+    changelist = admin_client.get(CHANGELIST).content.decode()
+    assert "does not exist" in changelist  # the outcome is shown in the list
 
+
+def test_validate_says_when_the_queue_is_unreachable(admin_client, monkeypatch):
+    good = saved_checkpoint("z-tiny-local")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr("config.celery.app.send_task", refuse)
+    response = admin_client.post(CHANGELIST, {"action": "validate",
+                                              "_selected_action": [good.pk]}, follow=True)
     [message] = [str(m) for m in response.context["messages"]]
-    assert message.startswith("1 of 3 checkpoints loaded. Failed: ")
+    assert "Nothing queued: the task queue could not be reached (broker down)" in message
+    good.refresh_from_db()
+    assert good.load_message == ""
+
+
+def test_short_lists_get_one_line_inputs_and_numbers_are_formatted(admin_client):
+    checkpoint = saved_checkpoint("z-tiny-local", param_count=1234567, source_top1=97.25)
+    form = admin_client.get(reverse("admin:zoo_checkpoint_change", args=[checkpoint.pk]))
+    html = form.content.decode()
+    for field in ("input_size", "mean", "std"):
+        assert f'<input type="text" name="{field}"' in html, field
+    listing = admin_client.get(CHANGELIST).content.decode()
+    assert "1,234,567" in listing and "97.2" in listing
 
 
 def test_refresh_restores_timms_fields_on_uncurated_rows_only(admin_client):
