@@ -1,31 +1,45 @@
-"""Plotly figures for the evaluation page, rendered as HTML fragments.
+"""Plotly figures for the pages, rendered as HTML fragments.
 
-Plotly's JavaScript is loaded once by the page from our own static files.
+Plotly's JavaScript is loaded once by the page from our own static files. The figures are
+plain dicts handed to plotly.js as they are (``validate=False``): building them through
+plotly's validated objects cost more than the rest of the evaluation page together. They
+share a slim version of the ``plotly_white`` template (its layout, without the per-trace
+defaults and the 3-D, polar and map sections none of them use), so each figure carries
+a few hundred bytes of styling instead of 7 kB.
+
+Metric switching happens in the browser through plotly ``updatemenus``: each metric's
+traces are in the figure, one metric's visible at a time.
 """
 
+
+import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
+
+_KEPT = ("autotypenumbers", "colorway", "font", "hovermode", "hoverlabel", "paper_bgcolor",
+         "plot_bgcolor", "xaxis", "yaxis", "shapedefaults", "annotationdefaults", "title")
+LIGHT_TEMPLATE = {"layout": {key: value for key, value in
+                             pio.templates["plotly_white"].to_plotly_json()["layout"].items()
+                             if key in _KEPT}}
+CONFIG = {"displaylogo": False, "responsive": True}
+MUTED = "#5d6675"
+BLUE = "#3b6ea8"
+ORANGE = "#d9822b"
 
 
-def _html(fig: go.Figure, div_id: str, top: int = 40) -> str:
-    fig.update_layout(margin=dict(l=40, r=20, t=top, b=40), template="plotly_white")
-    return fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id,
-                       config={"displaylogo": False, "responsive": True})
+def _html(fig, div_id: str, top: int = 40) -> str:
+    """An HTML fragment drawing ``fig`` (a go.Figure or a {"data", "layout"} dict)."""
+    if isinstance(fig, go.Figure):
+        fig = fig.to_plotly_json()
+    layout = fig.setdefault("layout", {})
+    layout["margin"] = dict(l=40, r=20, t=top, b=40)
+    layout["template"] = LIGHT_TEMPLATE
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
+                       config=CONFIG, validate=False)
 
 
-def score_bars(rows, spec) -> str:
-    scored = [r for r in rows if r.scores.get(spec.name) is not None]
-    scored.sort(key=lambda r: r.scores[spec.name], reverse=spec.higher_is_better)
-    fig = go.Figure(go.Bar(
-        x=[r.checkpoint.name for r in scored],
-        y=[r.scores[spec.name] for r in scored],
-        text=[f"d={r.result.feature_dim}" for r in scored],
-        hovertemplate="%{x}<br>" + spec.label + " %{y:.4g}<br>%{text}<extra></extra>",
-        marker_color="#3b6ea8",
-    ))
-    arrow = "higher is better" if spec.higher_is_better else "lower is better"
-    fig.update_layout(title=f"{spec.label} per checkpoint ({arrow})", yaxis_title=spec.label,
-                      height=380)
-    return _html(fig, f"chart-{spec.name}")
+def _title(text: str, x: float = 0.05) -> dict:
+    return {"text": text, "x": x, "xanchor": "left"}
 
 
 def flips_heatmap(report: dict) -> str:
@@ -90,3 +104,328 @@ def _predictor_value(spec, row):
 
     value = spec.value(row) if isinstance(spec, Reference) else row.scores.get(spec.name)
     return float(value) if value is not None else None
+
+
+
+# Charts over every metric, one at a time ------------------------------------------------------
+
+def _menu(buttons: list[dict], traces_per_button: int, x: float = 0.0, y: float = 1.16) -> dict:
+    """A dropdown that shows the traces of one button at a time (``traces_per_button``
+    consecutive traces each) and applies the button's layout changes."""
+    total = len(buttons) * traces_per_button
+    for i, button in enumerate(buttons):
+        button["args"] = [{"visible": [j // traces_per_button == i for j in range(total)]},
+                          button.pop("layout")]
+        button["method"] = "update"
+    return dict(buttons=buttons, direction="down", x=x, xanchor="left", y=y, yanchor="bottom",
+                showactive=True, active=0)
+
+
+def _arrow(spec) -> str:
+    return "higher is better" if spec.higher_is_better else "lower is better"
+
+
+def _float(value):
+    """A JSON number to 6 significant digits (the hovers show 4; the page stays small),
+    or None for a missing or non-finite one."""
+    if value is None:
+        return None
+    value = float(value)
+    return float(f"{value:.6g}") if np.isfinite(value) else None
+
+
+def score_bars(rows, specs, first=None) -> str:
+    """Each metric's score per checkpoint, best first; a menu switches the metric.
+
+    ``specs``: the metrics to offer (``first`` is shown first). The figure's id is
+    ``chart-<first metric>``.
+    """
+    if not isinstance(specs, (list, tuple)):
+        specs = [specs]
+    first = first or specs[0]
+    specs = [first] + [s for s in specs if s.name != first.name]
+    traces, buttons = [], []
+    for spec in specs:
+        scored = [r for r in rows if _float(r.scores.get(spec.name)) is not None]
+        if not scored and spec is not first:
+            continue
+        scored.sort(key=lambda r: r.scores[spec.name], reverse=spec.higher_is_better)
+        names = [r.checkpoint.name for r in scored]
+        traces.append({
+            "type": "bar", "x": names, "y": [_float(r.scores[spec.name]) for r in scored],
+            "text": [f"d={r.result.feature_dim}" for r in scored], "textposition": "none",
+            "hovertemplate": "%{x}<br>" + spec.label + " %{y:.4g}<br>%{text}<extra></extra>",
+            "marker": {"color": BLUE}, "name": spec.label, "visible": not buttons,
+        })
+        buttons.append(dict(label=spec.label, layout={
+            "title.text": f"{spec.label} per checkpoint ({_arrow(spec)})",
+            "yaxis.title.text": spec.label, "xaxis.categoryarray": names}))
+    shown = buttons[0]["layout"]
+    menu = len(buttons) > 1
+    layout = {"title": _title(shown["title.text"], 0.22 if menu else 0.05), "height": 400,
+              "yaxis": {"title": {"text": shown["yaxis.title.text"]}},
+              "xaxis": {"categoryorder": "array", "categoryarray": shown["xaxis.categoryarray"]}}
+    if menu:
+        layout["updatemenus"] = [_menu(buttons, 1)]
+    return _html({"data": traces, "layout": layout}, f"chart-{first.name}", top=80 if menu else 40)
+
+
+def throughput(result) -> float | None:
+    """Images per second of the result's feature extraction; None when its features came
+    from the cache (nothing was measured) or the timing is missing."""
+    if result.features_cached or not result.extraction_seconds or not result.images_total:
+        return None
+    return result.images_total / result.extraction_seconds
+
+
+def pareto_front(points, lower_x_is_better: bool) -> list[int]:
+    """Indices of the points (x, score; a higher score is better) that no other point
+    beats on both x and score, from the best x to the worst."""
+    order = sorted(range(len(points)),
+                   key=lambda i: ((points[i][0] if lower_x_is_better else -points[i][0]),
+                                  -points[i][1]))
+    front, best = [], None
+    for i in order:
+        if best is None or points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+COSTS = (
+    # (cost of a row, fewer is better, axis title, unit in the hover)
+    (lambda r: r.checkpoint.param_count, True, "parameters", "parameters"),
+    (lambda r: throughput(r.result), False, "images/s during feature extraction", "images/s"),
+)
+
+
+def cost_scatter(rows, specs) -> str:
+    """Each metric's score against model size and against extraction speed, with the
+    Pareto front (the checkpoints nothing beats on both) drawn; a menu switches the metric.
+    Two panels in one figure, 4 traces per metric."""
+    from .models import Status
+
+    done = [r for r in rows if r.result.status == Status.DONE]
+    several_devices = len({r.result.device for r in done if throughput(r.result)}) > 1
+    traces, buttons = [], []
+    for spec in specs:
+        scored = [r for r in done if _float(r.scores.get(spec.name)) is not None]
+        if not scored:
+            continue
+        sign = 1.0 if spec.higher_is_better else -1.0
+        visible = not buttons
+        for panel, (cost, fewer_is_better, _, unit) in enumerate(COSTS, start=1):
+            points = [(_float(cost(r)), _float(r.scores[spec.name]), r) for r in scored
+                      if cost(r)]
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            axes = {"xaxis": f"x{panel if panel > 1 else ''}",
+                    "yaxis": f"y{panel if panel > 1 else ''}"}
+            hover = ("%{text}<br>" + spec.label + " %{y:.4g}<br>%{x:,.4~s} " + unit
+                     + ("<br>on %{customdata}" if panel == 2 and several_devices else "")
+                     + "<extra></extra>")
+            traces.append({
+                "type": "scatter", "mode": "markers", "x": xs, "y": ys, **axes,
+                "text": [r.checkpoint.name for _, _, r in points],
+                **({"customdata": [r.result.device or "an unknown device"
+                                   for _, _, r in points]}
+                   if panel == 2 and several_devices else {}),
+                "visible": visible, "name": spec.label, "showlegend": False,
+                "marker": {"size": 10, "color": BLUE, "line": {"width": 1, "color": "#fff"}},
+                "hovertemplate": hover})
+            front = pareto_front([(x, sign * y) for x, y in zip(xs, ys)], fewer_is_better)
+            front.sort(key=lambda i: xs[i])
+            traces.append({
+                "type": "scatter", "mode": "lines+markers", **axes,
+                "x": [xs[i] for i in front], "y": [ys[i] for i in front],
+                "line": {"color": ORANGE, "width": 2, "shape": "hv" if fewer_is_better else "vh"},
+                "marker": {"size": 14, "color": "rgba(0,0,0,0)",
+                           "line": {"width": 2, "color": ORANGE}},
+                "text": [points[i][2].checkpoint.name for i in front], "visible": visible,
+                "name": "Pareto front", "showlegend": panel == 1,
+                "hovertemplate": "%{text}: on the Pareto front<extra></extra>"})
+        buttons.append(dict(label=spec.label, layout={
+            "title.text": f"{spec.label} against cost ({_arrow(spec)})",
+            "yaxis.title.text": spec.label}))
+    if not buttons:
+        return ""
+    annotations = [
+        {"text": "against parameters (fewer is cheaper)", "xref": "x domain", "yref": "paper",
+         "x": 0.5, "y": 1.0, "yanchor": "bottom", "showarrow": False},
+        {"text": "against extraction throughput (faster is cheaper)", "xref": "x2 domain",
+         "yref": "paper", "x": 0.5, "y": 1.0, "yanchor": "bottom", "showarrow": False}]
+    if not any(throughput(r.result) for r in done):
+        annotations.append({"text": "no measured extraction: the features came from the cache",
+                            "xref": "x2 domain", "yref": "y2 domain", "x": 0.5, "y": 0.5,
+                            "showarrow": False, "font": {"color": MUTED}})
+    if not any(r.checkpoint.param_count for r in done):
+        annotations.append({"text": "no parameter counts recorded", "xref": "x domain",
+                            "yref": "y domain", "x": 0.5, "y": 0.5, "showarrow": False,
+                            "font": {"color": MUTED}})
+    shown = buttons[0]["layout"]
+    layout = {
+        "title": _title(shown["title.text"], 0.22), "height": 440, "annotations": annotations,
+        "xaxis": {"type": "log", "domain": [0, 0.47], "title": {"text": COSTS[0][2]}},
+        "xaxis2": {"type": "log", "domain": [0.53, 1], "title": {"text": COSTS[1][2]}},
+        "yaxis": {"title": {"text": shown["yaxis.title.text"]}},
+        "yaxis2": {"matches": "y", "anchor": "x2", "showticklabels": False},
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.16,
+                   "yanchor": "bottom"},
+    }
+    if len(buttons) > 1:
+        layout["updatemenus"] = [_menu(buttons, 2 * len(COSTS))]
+    return _html({"data": traces, "layout": layout}, "chart-cost", top=100)
+
+
+MIN_AGREEMENT_CHECKPOINTS = 3
+
+
+def metric_agreement(rows, specs) -> tuple[list[str], list[list[float | None]], list[list[int]]]:
+    """Kendall's tau between every two metrics' orders of the finished checkpoints, each
+    metric turned so that "better" points the same way; None where undefined (a constant
+    metric, or fewer than 3 checkpoints scored by both). Returns (labels, tau, counts)."""
+    from .models import Status
+    from .ranking import ConstantInputError, kendall_tau
+
+    done = [r for r in rows if r.result.status == Status.DONE]
+    labels = [s.label for s in specs]
+    taus, counts = [], []
+    for a in specs:
+        tau_row, count_row = [], []
+        for b in specs:
+            pairs = [(_float(r.scores.get(a.name)), _float(r.scores.get(b.name))) for r in done]
+            pairs = [(p, q) for p, q in pairs if p is not None and q is not None]
+            value = None
+            if len(pairs) >= MIN_AGREEMENT_CHECKPOINTS:
+                x = [(p if a.higher_is_better else -p) for p, _ in pairs]
+                y = [(q if b.higher_is_better else -q) for _, q in pairs]
+                try:
+                    value = _float(kendall_tau(x, y))
+                except (ConstantInputError, ValueError):
+                    value = None
+            tau_row.append(value)
+            count_row.append(len(pairs))
+        taus.append(tau_row)
+        counts.append(count_row)
+    return labels, taus, counts
+
+
+def agreement_heatmap(rows, specs) -> str:
+    """The metric-agreement matrix as a heatmap; blank cells where tau is undefined."""
+    if len(specs) < 2:
+        return ""
+    labels, taus, counts = metric_agreement(rows, specs)
+    if all(v is None for i, row in enumerate(taus) for j, v in enumerate(row) if i != j):
+        return ""
+    text = [["" if v is None else f"{v:.2f}" for v in row] for row in taus]
+    hover = [[(f"{labels[i]} and {labels[j]}: τ {v:.2f} over {counts[i][j]} checkpoints"
+               if v is not None else
+               f"{labels[i]} and {labels[j]}: undefined (a constant metric, or fewer than "
+               f"{MIN_AGREEMENT_CHECKPOINTS} checkpoints scored by both)")
+              for j, v in enumerate(row)] for i, row in enumerate(taus)]
+    trace = {"type": "heatmap", "z": taus, "x": labels, "y": labels, "text": text,
+             "texttemplate": "%{text}", "customdata": hover, "colorscale": "RdBu",
+             "zmin": -1, "zmax": 1, "xgap": 2, "ygap": 2, "hoverongaps": False,
+             "hovertemplate": "%{customdata}<extra></extra>", "colorbar": {"title": {"text": "τ"}}}
+    layout = {"title": _title("Do the metrics agree? Kendall's τ between their rankings"),
+              "height": max(360, 140 + 30 * len(labels)),
+              "yaxis": {"autorange": "reversed", "automargin": True},
+              "xaxis": {"tickangle": -35, "automargin": True}}
+    return _html({"data": [trace], "layout": layout}, "chart-agreement")
+
+
+PROBE = "probe_accuracy"
+
+
+def probe_scatter(rows, specs) -> str:
+    """Each metric against the linear-probe accuracy (a cheap stand-in for the truth), one
+    metric at a time, with its Kendall tau against the probe in the title."""
+    from .models import Status
+    from .ranking import ConstantInputError, kendall_tau
+
+    done = [r for r in rows
+            if r.result.status == Status.DONE and _float(r.scores.get(PROBE)) is not None]
+    traces, buttons = [], []
+    for spec in specs:
+        if spec.name == PROBE:
+            continue
+        points = [(_float(r.scores.get(spec.name)), _float(100.0 * r.scores[PROBE]),
+                   r.checkpoint.name) for r in done]
+        points = [p for p in points if p[0] is not None]
+        if len(points) < 2:
+            continue
+        x, y, names = (list(column) for column in zip(*points))
+        try:
+            tau = kendall_tau(x, y, spec.higher_is_better)
+        except (ConstantInputError, ValueError):
+            tau = None
+        traces.append({
+            "type": "scatter", "x": x, "y": y, "text": names, "mode": "markers",
+            "visible": not buttons, "name": spec.label,
+            "marker": {"size": 11, "color": BLUE, "line": {"width": 1, "color": "#fff"}},
+            "hovertemplate": "%{text}<br>" + spec.label + " %{x:.4g}<br>linear probe %{y:.1f}%"
+                             "<extra></extra>"})
+        buttons.append(dict(label=spec.label, layout={
+            "title.text": f"{spec.label} against linear-probe accuracy (Kendall τ "
+                          + (f"{tau:.2f})" if tau is not None else "undefined)"),
+            "xaxis.title.text": spec.label}))
+    if not buttons:
+        return ""
+    shown = buttons[0]["layout"]
+    layout = {"title": _title(shown["title.text"], 0.22), "height": 420,
+              "xaxis": {"title": {"text": shown["xaxis.title.text"]}},
+              "yaxis": {"title": {"text": "Linear probe accuracy (%)"}}}
+    if len(buttons) > 1:
+        layout["updatemenus"] = [_menu(buttons, 1)]
+    return _html({"data": traces, "layout": layout}, "chart-probe", top=80)
+
+
+# The pair page and the dataset page -----------------------------------------------------------
+
+def pair_breakdown(classes, counts_ab, counts_ba, name_a: str, name_b: str) -> str:
+    """Per class: the images A gets right and B wrong, and the other way round, as counts
+    or as shares of each direction's flips (a menu switches)."""
+    classes = [str(c) for c in classes]
+    counts_ab, counts_ba = [int(c) for c in counts_ab], [int(c) for c in counts_ba]
+    total_ab, total_ba = sum(counts_ab), sum(counts_ba)
+    share_ab = [100.0 * c / total_ab if total_ab else 0.0 for c in counts_ab]
+    share_ba = [100.0 * c / total_ba if total_ba else 0.0 for c in counts_ba]
+    label_ab, label_ba = f"{name_a} right, {name_b} wrong", f"{name_b} right, {name_a} wrong"
+    traces = []
+    for as_count in (True, False):
+        for label, counts, shares, colour in ((label_ab, counts_ab, share_ab, BLUE),
+                                              (label_ba, counts_ba, share_ba, ORANGE)):
+            traces.append({
+                "type": "bar", "x": classes, "y": counts if as_count else shares,
+                "customdata": shares if as_count else counts, "name": label,
+                "marker": {"color": colour}, "visible": as_count,
+                "hovertemplate": "class %{x}<br>"
+                + ("%{y:d} images (%{customdata:.1f}% of the flips)" if as_count
+                   else "%{y:.1f}% of the flips (%{customdata:d} images)")
+                + "<extra>" + label + "</extra>"})
+    buttons = [dict(label="Count", layout={"yaxis.title.text": "images"}),
+               dict(label="Share", layout={"yaxis.title.text": "% of the direction's flips"})]
+    layout = {"barmode": "group", "height": 420,
+              "title": _title("Where the flips fall, per class", 0.16),
+              "xaxis": {"type": "category", "title": {"text": "class"}},
+              "yaxis": {"title": {"text": "images"}},
+              "legend": {"orientation": "h", "x": 0, "y": -0.22, "yanchor": "top"},
+              "updatemenus": [_menu(buttons, 2)]}
+    return _html({"data": traces, "layout": layout}, "chart-pair-classes", top=80)
+
+
+def class_balance(class_names, class_counts, tiny: int = 5) -> str:
+    """Images per class in name order; classes under ``tiny`` images in red."""
+    names = [str(c) for c in class_names]
+    counts = [int(c) for c in class_counts]
+    mean = sum(counts) / len(counts) if counts else 0
+    trace = {"type": "bar", "x": names, "y": counts,
+             "marker": {"color": ["#b02a37" if c < tiny else BLUE for c in counts]},
+             "hovertemplate": "class %{x}: %{y} images<extra></extra>"}
+    layout = {"title": _title("Images per class"), "height": 320,
+              "yaxis": {"title": {"text": "images"}}, "xaxis": {"type": "category"},
+              "shapes": [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": mean,
+                          "y1": mean, "line": {"color": MUTED, "dash": "dot"}}],
+              "annotations": [{"text": f"mean {mean:.0f}", "xref": "paper", "x": 1, "y": mean,
+                               "xanchor": "right", "yanchor": "bottom", "showarrow": False,
+                               "font": {"color": MUTED}}]}
+    return _html({"data": [trace], "layout": layout}, "chart-classes")

@@ -23,6 +23,9 @@ class TargetDataset(models.Model):
     num_images = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64, db_index=True)
     archive_bytes = models.BigIntegerField(default=0)
+    # Image sizes, colour modes and byte-identical duplicates, measured at upload
+    # (transferability.datasets.image_statistics); empty for datasets from before.
+    image_stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

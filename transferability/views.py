@@ -1,21 +1,32 @@
 import csv
+import hashlib
 import json
+import tempfile
 
+import numpy as np
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
+from workers import caches
 from zoo.models import Checkpoint
 
 from . import charts
 from .api.serializers import evaluation_payload
-from .datasets import ArchiveError, create_target_dataset
+from .comparison import MAX_COMPARED, CompareError, compare, parse_ids
+from .datasets import (TINY_CLASS_IMAGES, ArchiveError, create_target_dataset, dataset_warnings,
+                       ensure_statistics)
+from .images import ImageNotFound, dataset_files, image_path, thumbnail_png
 from .forms import DatasetUploadForm, EvaluationForm
 from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset, Transfer
 from .metrics import REGISTRY
+from .pairs import (PRE_LOGITS, direction_summary, find_pair, flip_examples, pair_rows,
+                    sample_correctness)
 from .recommendation import consensus_ranks, metric_warnings, recommend
 from .results import approximation_notes, metric_columns, ranked_rows, rows_ranking_metric
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
@@ -70,11 +81,79 @@ def dataset_detail(request, pk):
             form.add_error(None, str(exc))
         else:
             return redirect(evaluation)
-    classes = sorted(zip(dataset.class_names, dataset.class_counts), key=lambda c: -c[1])
+    classes = sorted(zip(dataset.class_names, dataset.class_counts), key=lambda c: c[0])
+    stats = ensure_statistics(dataset, max_images=STATS_ON_VIEW_LIMIT)
+    twins = (TargetDataset.objects.filter(owner=request.user, content_hash=dataset.content_hash)
+             .exclude(pk=dataset.pk).only("pk", "name"))
+    page = Paginator(classes, GRID_CLASSES_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "transferability/dataset_detail.html", {
         "dataset": dataset, "form": form, "classes": classes,
-        "evaluations": dataset.evaluations.defer("complementarity")[:20],
+        "evaluations": dataset.evaluations.defer("complementarity")
+                              .prefetch_related("results")[:20],
+        "stats": stats, "warnings": dataset_warnings(dataset, stats), "twins": list(twins),
+        "tiny_class": TINY_CLASS_IMAGES,
+        "balance_chart": charts.class_balance(dataset.class_names, dataset.class_counts,
+                                              TINY_CLASS_IMAGES) if dataset.class_names else "",
+        "grid": page, "grid_classes": _thumbnail_grid(dataset, page.object_list),
+        "duplicate_examples": _duplicate_examples(dataset, stats),
     })
+
+
+STATS_ON_VIEW_LIMIT = 5000  # a dataset from before upload-time statistics: measured on view
+GRID_CLASSES_PER_PAGE = 24
+GRID_IMAGES_PER_CLASS = 6
+
+
+def _thumbnail_grid(dataset, classes) -> list[dict] | None:
+    """A few image indices per class shown; None when the images are not in the store."""
+    try:
+        class_names, files = dataset_files(dataset)
+    except ImageNotFound:
+        return None
+    wanted = {name for name, _ in classes}
+    picks: dict[str, list[int]] = {name: [] for name in wanted}
+    for index, (_, label) in enumerate(files):
+        name = class_names[label]
+        if name in wanted and len(picks[name]) < GRID_IMAGES_PER_CLASS:
+            picks[name].append(index)
+    return [{"name": name, "count": count, "indices": picks.get(name, [])}
+            for name, count in classes]
+
+
+def _duplicate_examples(dataset, stats) -> list[list[dict]]:
+    """The stored duplicate groups as (index, class) entries for thumbnails."""
+    groups = ((stats or {}).get("duplicates") or {}).get("examples") or []
+    if not groups:
+        return []
+    try:
+        class_names, files = dataset_files(dataset)
+    except ImageNotFound:
+        return []
+    return [[{"index": i, "class": class_names[files[i][1]]} for i in group if i < len(files)]
+            for group in groups]
+
+
+@login_required
+@require_GET
+def dataset_image(request, pk, index):
+    """A thumbnail of image ``index`` of one of my datasets: the file is found through the
+    dataset's manifest, never through a path in the URL."""
+    dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
+    try:
+        path, _ = image_path(dataset, index)
+    except ImageNotFound as exc:
+        raise Http404(str(exc)) from None
+    etag = '"' + hashlib.sha256(f"{dataset.store_dir}/{index}".encode()).hexdigest()[:24] + '"'
+    if request.headers.get("If-None-Match") == etag:
+        return HttpResponseNotModified()
+    try:
+        body = thumbnail_png(path)
+    except OSError as exc:
+        raise Http404(f"image {index} cannot be read: {exc}") from None
+    response = HttpResponse(body, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=86400"
+    response["ETag"] = etag
+    return response
 
 
 @login_required
@@ -151,6 +230,10 @@ def evaluation_detail(request, pk):
     warnings = metric_warnings(rows, class_counts)
     consensus, consensus_metrics = consensus_ranks(rows, warnings)
     recommendation = recommend(rows, class_counts, truth, ranking)
+    report_names = (evaluation.complementarity or {}).get("names", [])
+    ids_by_name = {r.checkpoint.name: r.checkpoint.pk for r in rows
+                   if r.checkpoint.name in report_names}
+    pair_base = reverse("evaluation-pair", args=[evaluation.pk, 0, 0]).removesuffix("0/0/")
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
         "set_columns": [s for s in columns if s.relative_to_set],
@@ -160,10 +243,24 @@ def evaluation_detail(request, pk):
         "rank_label": chart_spec.label if chart_spec else "",
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},
-        "score_chart": charts.score_bars(rows, chart_spec) if chart_spec else "",
+        "score_chart": charts.score_bars(rows, _chart_specs(columns, chart_spec), chart_spec)
+        if chart_spec else "",
         "flips_chart": charts.flips_heatmap(evaluation.complementarity)
         if evaluation.complementarity else "",
-        "pairs": _top_pairs(evaluation.complementarity),
+        "pairs": _linked(pair_rows(evaluation.complementarity, ids_by_name), pair_base),
+        "pair_total": len(report_names) * (len(report_names) - 1),
+        "pair_models": len(report_names),
+        "pair_ids": json.dumps(ids_by_name),
+        "pair_base": pair_base,
+        "cost_chart": charts.cost_scatter(rows, _chart_specs(columns, chart_spec))
+        if evaluation.is_finished and chart_spec else "",
+        "agreement_chart": charts.agreement_heatmap(rows, columns)
+        if evaluation.is_finished else "",
+        "probe_chart": charts.probe_scatter(rows, _chart_specs(columns, chart_spec))
+        if evaluation.is_finished else "",
+        "has_probe": any("probe_accuracy" in r.scores for r in rows),
+        "cached_features": {r.result.pk for r in rows if r.result.feature_key
+                            and caches.features.has(r.result.feature_key, PRE_LOGITS)},
         "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
         "truth": truth,
         "recommendation": recommendation,
@@ -216,8 +313,7 @@ def _agreement_rows(truth) -> list[dict]:
 
 def _truth_chart_specs(columns, ranking_spec) -> list:
     """The ranking metric first, then the other columns, then the references."""
-    ordered = ([ranking_spec] if ranking_spec else []) + [s for s in columns if s != ranking_spec]
-    return ordered + REFERENCES
+    return _chart_specs(columns, ranking_spec) + REFERENCES
 
 
 def _stage_rows(rows, spec) -> list[dict]:
@@ -233,23 +329,17 @@ def _stage_rows(rows, spec) -> list[dict]:
     return stage_rows
 
 
-def _top_pairs(report, limit: int = 10) -> list[dict]:
-    """The ordered pairs with the most positive flips, with where those flips fall."""
-    if not report:
-        return []
-    pairs = sorted(report["pairs"], key=lambda p: -p["positive_flips"])[:limit]
-    rows = []
+def _linked(pairs: list[dict], base: str) -> list[dict]:
+    """Each pair with the URL of its page (``base``/a/b/), when both ids are known."""
     for pair in pairs:
-        breakdown = pair["breakdown"]
-        by_count = sorted(zip(breakdown["classes"], breakdown["counts"]), key=lambda c: -c[1])
-        rows.append({
-            **pair,
-            "top_classes": [(c, n) for c, n in by_count[:3] if n],
-            "concentration": (breakdown["entropy"] / breakdown["max_entropy"]
-                              if breakdown["max_entropy"] else None),
-            "top_half": breakdown["top_p"].get("50"),
-        })
-    return rows
+        if pair["a_id"] and pair["b_id"]:
+            pair["url"] = f"{base}{pair['a_id']}/{pair['b_id']}/"
+    return pairs
+
+
+def _chart_specs(columns, ranking_spec) -> list:
+    """The ranking metric first, then the other metrics and baselines, registry order."""
+    return ([ranking_spec] if ranking_spec else []) + [s for s in columns if s != ranking_spec]
 
 
 @login_required
@@ -293,3 +383,123 @@ def _csv_notes(row, columns) -> str:
         if spec.name in row.notes:
             notes.append(f"{spec.name}: {row.notes[spec.name]}")
     return "; ".join(notes)
+
+
+# One pair of checkpoints -----------------------------------------------------------------------
+
+PAIR_EXAMPLES_PER_CLASS = 4
+PAIR_EXAMPLE_CLASSES = 12
+
+
+@login_required
+def evaluation_pair(request, pk, a, b):
+    """Checkpoint ``a`` against checkpoint ``b`` (ids) in one of my evaluations: the flips
+    both ways, where they fall among the classes, and images one gets right and the other
+    wrong."""
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
+                                   pk=pk, owner=request.user)
+    results = {r.checkpoint_id: r for r in evaluation.results.select_related("checkpoint")
+               .filter(checkpoint_id__in=[a, b])}
+    if a == b or a not in results or b not in results:
+        raise Http404("both checkpoints must be different checkpoints of this evaluation")
+    result_a, result_b = results[a], results[b]
+    name_a, name_b = result_a.checkpoint.name, result_b.checkpoint.name
+    report = evaluation.complementarity
+    forward = find_pair(report, name_a, name_b)
+    backward = find_pair(report, name_b, name_a)
+    context = {"evaluation": evaluation, "result_a": result_a, "result_b": result_b,
+               "a": result_a.checkpoint, "b": result_b.checkpoint,
+               "report": report, "pair": forward}
+    if forward is None or backward is None:
+        return render(request, "transferability/evaluation_pair.html", context)
+    n_samples = report["n_samples"]
+    accuracy = dict(zip(report["names"], report["accuracy"]))
+    classes = forward["breakdown"]["classes"]
+    data = sample_correctness(evaluation, result_a, result_b, forward)
+    examples = {}
+    if data.available:
+        for key, right, wrong in (("ab", data.correct_a, data.correct_b),
+                                  ("ba", data.correct_b, data.correct_a)):
+            examples[key] = flip_examples(right, wrong, data.labels, data.class_names,
+                                          PAIR_EXAMPLES_PER_CLASS, PAIR_EXAMPLE_CLASSES)
+    context.update({
+        "n_samples": n_samples, "n_classes": report.get("n_classes", len(classes)),
+        "accuracy_a": accuracy.get(name_a), "accuracy_b": accuracy.get(name_b),
+        "forward": direction_summary(forward, n_samples),
+        "backward": direction_summary(backward, n_samples),
+        "oracle": forward["oracle"],
+        "oracle_gain": forward["oracle"] - max(accuracy.get(name_a, 0.0),
+                                               accuracy.get(name_b, 0.0)),
+        "chart": charts.pair_breakdown(classes, forward["breakdown"]["counts"],
+                                       backward["breakdown"]["counts"], name_a, name_b),
+        "samples": data, "examples": examples,
+        "per_class": PAIR_EXAMPLES_PER_CLASS, "example_classes": PAIR_EXAMPLE_CLASSES,
+        "can_transfer": evaluation.status == Status.DONE,
+        "source": report.get("source", evaluation.correctness_source),
+    })
+    return render(request, "transferability/evaluation_pair.html", context)
+
+
+# Exporting one checkpoint's features -----------------------------------------------------------
+
+@login_required
+@require_GET
+def result_features(request, pk, result_id):
+    """``features.npz`` of one checkpoint of my evaluation: arrays ``features`` (N x d, the
+    pre-logits), ``labels`` (N label indices) and ``class_names``, in dataset order."""
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
+                                   pk=pk, owner=request.user)
+    result = get_object_or_404(evaluation.results.select_related("checkpoint"), pk=result_id)
+    name = result.checkpoint.name
+
+    def missing(reason: str):
+        return render(request, "transferability/missing.html", {
+            "evaluation": evaluation, "title": f"No features for {name}", "reason": reason,
+        }, status=404)
+
+    if not result.feature_key or not caches.features.has(result.feature_key, PRE_LOGITS):
+        return missing(
+            "Its features are not in the feature cache: the checkpoint did not finish, or "
+            "the cache was cleared since. Retry the checkpoint (or run the evaluation again) "
+            "to extract them anew." if result.status == Status.DONE else
+            "The checkpoint has not finished: features are exported once it is done.")
+    try:
+        class_names, files = dataset_files(evaluation.dataset)
+    except ImageNotFound:
+        return missing("The dataset's images are no longer in the dataset store, so the "
+                       "labels of the features are unknown.")
+    features = caches.features.load(result.feature_key, PRE_LOGITS, mmap=True)
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    if features.shape[0] != labels.shape[0]:
+        return missing(f"The cached features cover {features.shape[0]} images; the dataset "
+                       f"has {labels.shape[0]}.")
+    out = tempfile.TemporaryFile()
+    np.savez(out, features=features, labels=labels, class_names=np.array(class_names, dtype=str))
+    out.seek(0)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    return FileResponse(out, as_attachment=True, content_type="application/octet-stream",
+                        filename=f"evaluation-{evaluation.pk}-{safe}-features.npz")
+
+
+# Evaluations side by side ----------------------------------------------------------------------
+
+@login_required
+def evaluation_compare(request):
+    """``?ids=1,2``: two or more of my evaluations side by side."""
+    context = {"max_compared": MAX_COMPARED}
+    try:
+        ids = parse_ids(request.GET.getlist("ids"))
+    except CompareError as exc:
+        raise Http404(str(exc)) from None
+    evaluations = {e.pk: e for e in Evaluation.objects.filter(pk__in=ids, owner=request.user)
+                   .select_related("dataset").defer("complementarity")}
+    if len(evaluations) != len(ids):
+        raise Http404("no such evaluation")
+    if len(ids) < 2:
+        context["problem"] = "Choose at least two evaluations to compare."
+    elif len(ids) > MAX_COMPARED:
+        context["problem"] = f"Compare at most {MAX_COMPARED} evaluations at once."
+    else:
+        context["comparison"] = compare([evaluations[pk] for pk in ids])
+    context["ids"] = ids
+    return render(request, "transferability/evaluation_compare.html", context)

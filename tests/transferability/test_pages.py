@@ -233,7 +233,7 @@ def test_it_shows_the_dataset_with_its_classes_and_the_enabled_checkpoints(alice
     html = page(alice.get(dataset.get_absolute_url()))
 
     classes = table(html, "classes")
-    assert classes.index("rose") < classes.index("daisy")  # most images first
+    assert classes.index("daisy") < classes.index("rose")  # name order, not by count
     form = re.search(r'<form[^>]*id="evaluate-form".*?</form>', html, re.S).group(0)
     assert "resnet-a" in form and "retired-b" not in form
     assert "Start evaluation" in form
@@ -357,11 +357,16 @@ def test_it_shows_a_finished_evaluation_ranked(alice, owner):
     assert 'id="chart-tmi"' in html and "Plotly.newPlot" in html
     assert 'id="chart-flips"' in html
     pairs = table(html, "pairs")
-    assert len(re.findall(r"<tr><td>", pairs)) == 6  # every ordered pair of three
-    first_pair = re.search(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", pairs).groups()
+    links = re.findall(r'<tr><td><a href="([^"]+)">([^<]+)</a></td><td><a href="\1">([^<]+)</a>',
+                       pairs)
+    assert len(links) == 6  # every ordered pair of three, each linked to its page
     report = evaluation.complementarity
     best = max(report["pairs"], key=lambda p: p["positive_flips"])
-    assert best["positive_flips"] > 0 and first_pair == (best["a"], best["b"])
+    ids = {c.name: c.pk for c in Checkpoint.objects.all()}
+    assert best["positive_flips"] > 0 and links[0][1:] == (best["a"], best["b"])
+    assert links[0][0] == reverse("evaluation-pair",
+                                  args=[evaluation.pk, ids[best["a"]], ids[best["b"]]])
+    assert re.search(r'id="pairs-count">6 of 6 pairs<', html)
     assert "Scores appear here" not in html
     assert 'id="relative-to-set-note"' not in html and 'id="approximation-notes"' not in html
 

@@ -11,7 +11,10 @@
   }
 
   function makeSortable(table) {
-    var headers = table.querySelectorAll("thead th");
+    // With two header rows (column groups above), the last row names the columns.
+    var head = table.tHead;
+    if (!head || !head.rows.length) return;
+    var headers = Array.prototype.slice.call(head.rows[head.rows.length - 1].cells);
     headers.forEach(function (th, index) {
       th.classList.add("sortable-header");
       th.addEventListener("click", function () {
@@ -29,6 +32,7 @@
           return 0;
         });
         rows.forEach(function (r) { body.appendChild(r); });
+        table.dispatchEvent(new CustomEvent("zoorank:sorted"));
       });
     });
   }
@@ -148,8 +152,75 @@
     apply();
   }
 
+  // A long table shown a page at a time, with a filter box over its text and a count
+  // ("12 of 182 pairs"). Without JavaScript every row shows.
+  function pagedTable(tableId, filterId, countId, pagerId) {
+    var table = document.getElementById(tableId);
+    if (!table) return;
+    var filter = document.getElementById(filterId);
+    var count = document.getElementById(countId);
+    var pager = document.getElementById(pagerId);
+    var size = parseInt(table.dataset.pageSize || "25", 10);
+    var total = table.tBodies[0].rows.length;
+    var noun = count ? count.textContent.replace(/^[\d\s]+of\s+\d+\s*/, "") : "";
+    var page = 0;
+    function render() {
+      var query = filter ? filter.value.trim().toLowerCase() : "";
+      var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+      var matching = rows.filter(function (r) {
+        return !query || (r.dataset.pair || r.textContent).toLowerCase().indexOf(query) >= 0;
+      });
+      var pages = Math.max(1, Math.ceil(matching.length / size));
+      page = Math.min(page, pages - 1);
+      rows.forEach(function (r) { r.hidden = true; });
+      matching.slice(page * size, (page + 1) * size).forEach(function (r) { r.hidden = false; });
+      if (count) count.textContent = matching.length + " of " + total + " " + noun;
+      if (pager) {
+        pager.hidden = pages < 2;
+        pager.querySelector(".pager-page").textContent = "page " + (page + 1) + " of " + pages;
+        pager.querySelector('[data-step="-1"]').disabled = page === 0;
+        pager.querySelector('[data-step="1"]').disabled = page >= pages - 1;
+      }
+    }
+    if (filter) filter.addEventListener("input", function () { page = 0; render(); });
+    if (pager) pager.querySelectorAll("button").forEach(function (button) {
+      button.addEventListener("click", function () {
+        page += parseInt(button.dataset.step, 10);
+        render();
+      });
+    });
+    table.addEventListener("zoorank:sorted", function () { page = 0; render(); });
+    render();
+  }
+
+  // Plotly figures whose cells open a pair's page: a container with data-pair-base (the
+  // URL up to the ids) and data-pair-ids ({checkpoint name: id}); y is the first of the
+  // pair (right), x the second (wrong).
+  function pairLinks() {
+    document.querySelectorAll("[data-pair-base]").forEach(function (box) {
+      var ids = JSON.parse(box.dataset.pairIds || "{}");
+      var plot = box.querySelector(".js-plotly-plot, .plotly-graph-div");
+      if (!plot) return;
+      function attach(tries) {
+        if (typeof plot.on !== "function") {
+          if (tries > 0) setTimeout(function () { attach(tries - 1); }, 100);
+          return;
+        }
+        plot.on("plotly_click", function (event) {
+          var point = event.points && event.points[0];
+          if (!point || point.x === point.y) return;
+          var a = ids[point.y], b = ids[point.x];
+          if (a === undefined || b === undefined) return;
+          window.location.href = box.dataset.pairBase + a + "/" + b + "/";
+        });
+      }
+      attach(50);
+    });
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   rankingControls();
   window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth,
-                    watchTransfers: watchTransfers, makeSortable: makeSortable};
+                    watchTransfers: watchTransfers, makeSortable: makeSortable,
+                    pagedTable: pagedTable, pairLinks: pairLinks};
 })();
