@@ -4,6 +4,7 @@ With nothing set the app runs on one machine: SQLite and an on-disk Celery trans
 ``var/``. ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` to Redis as the broker.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -40,6 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN
     "zoo",
     "transferability",
     "workers",
@@ -141,6 +144,12 @@ ZOORANK_ARCHIVE_LIMITS = {
     "max_pixels": env_int("ZOORANK_MAX_IMAGE_PIXELS", 50_000_000),
 }
 
+# Submissions (POST of datasets, evaluations, retries, ground truth, transfers) per user:
+# "<count>/<second|minute|hour|day>". Answered 429 with a Retry-After beyond it.
+ZOORANK_SUBMIT_RATE = env_str("ZOORANK_SUBMIT_RATE", "60/hour")
+if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", ZOORANK_SUBMIT_RATE):
+    raise ValueError(f"ZOORANK_SUBMIT_RATE must look like 60/hour, got {ZOORANK_SUBMIT_RATE!r}")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -149,12 +158,55 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "transferability.api.schema.AutoSchema",
+    # Every error is a JSON object with a "detail" (transferability/api/errors.py).
+    "EXCEPTION_HANDLER": "transferability.api.errors.exception_handler",
+    # The rate is read per request from ZOORANK_SUBMIT_RATE (transferability/api/throttling.py).
+    "DEFAULT_THROTTLE_RATES": {"submit": ZOORANK_SUBMIT_RATE},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "zoorank API",
+    "DESCRIPTION": (
+        "Rank pretrained checkpoints for a target image dataset: upload the dataset, submit an "
+        "evaluation, poll it, measure the true accuracy, distil one checkpoint into another. "
+        "Authenticate with `Authorization: Token <key>` (your token: "
+        "[/accounts/token/](/accounts/token/)), or log in to try it out here. "
+        "Lists are paginated (`count`, `next`, `previous`, `results`). Every error is a JSON "
+        "object with a `detail`; a validation error adds one list of messages per field."
+    ),
+    "VERSION": "1",
+    "TAGS": [
+        {"name": "datasets", "description": "Your labelled image datasets."},
+        {"name": "evaluations", "description": "Checkpoints scored on a dataset, their ranking, "
+                                               "the true accuracy on request."},
+        {"name": "transfers", "description": "Knowledge transfer (KL+DP) from a teacher "
+                                             "checkpoint into a student."},
+        {"name": "checkpoints", "description": "The zoo."},
+        {"name": "metrics", "description": "The transferability metrics and baselines."},
+        {"name": "root", "description": "Where everything is."},
+    ],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # the upload's file field is binary in the request
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": True},
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "transferability.models.Status",
+        "CorrectnessSourceEnum": "transferability.models.Evaluation.CorrectnessSource",
+        "VariantEnum": "transferability.models.Transfer.Variant",
+        "ModeEnum": "transferability.models.GroundTruth.Mode",
+    },
 }
 
 # Celery: Redis when REDIS_URL is set, else an on-disk transport that needs no server.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # The cache holds the API's submission counts: one count for every web process.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL, "KEY_PREFIX": "zoorank"}}
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 else:
     _broker_dir = VAR_DIR / "broker"

@@ -14,3 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
+
+# No test is throttled by accident; tests/transferability/test_api.py lowers it to test 429.
+ZOORANK_SUBMIT_RATE = "100000/hour"
+# Per-process counts: a Redis shared with other runs must not carry them over.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -8,3 +8,6 @@ urlpatterns = [
     path("zoo/", include("zoo.urls")),
     path("", include("transferability.urls")),
 ]
+
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"

@@ -25,14 +25,17 @@ CONFIG = {"displaylogo": False, "responsive": True}
 MUTED = "#5d6675"
 BLUE = "#3b6ea8"
 ORANGE = "#d9822b"
+# ColorBrewer RdBu, with blue for agreement (the app's colour) and red for disagreement.
+DIVERGING = [[0.0, "#b2182b"], [0.25, "#ef8a62"], [0.5, "#f7f7f7"], [0.75, "#67a9cf"],
+             [1.0, "#2166ac"]]
 
 
-def _html(fig, div_id: str, top: int = 40) -> str:
+def _html(fig, div_id: str, top: int = 40, bottom: int = 40) -> str:
     """An HTML fragment drawing ``fig`` (a go.Figure or a {"data", "layout"} dict)."""
     if isinstance(fig, go.Figure):
         fig = fig.to_plotly_json()
     layout = fig.setdefault("layout", {})
-    layout["margin"] = dict(l=40, r=20, t=top, b=40)
+    layout["margin"] = dict(l=40, r=20, t=top, b=bottom)
     layout["template"] = LIGHT_TEMPLATE
     return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
                        config=CONFIG, validate=False)
@@ -192,6 +195,19 @@ def pareto_front(points, lower_x_is_better: bool) -> list[int]:
     return front
 
 
+def _log_ticks(values) -> dict:
+    """Tick marks at 1, 2 and 5 times powers of ten over the values' range, in SI units
+    (30k, 100k, 2M): plotly's own log ticks label every digit and only the decades."""
+    values = [v for v in values if v and v > 0]
+    if not values:
+        return {}
+    low, high = min(values), max(values)
+    ticks = [m * 10.0 ** k for k in range(int(np.floor(np.log10(low))) - 1,
+                                          int(np.ceil(np.log10(high))) + 1)
+             for m in (1, 2, 5) if low / 1.6 <= m * 10.0 ** k <= high * 1.6]
+    return {"tickvals": ticks, "tickformat": "~s"} if len(ticks) >= 2 else {}
+
+
 COSTS = (
     # (cost of a row, fewer is better, axis title, unit in the hover)
     (lambda r: r.checkpoint.param_count, True, "parameters", "parameters"),
@@ -264,8 +280,10 @@ def cost_scatter(rows, specs) -> str:
     shown = buttons[0]["layout"]
     layout = {
         "title": _title(shown["title.text"], 0.22), "height": 440, "annotations": annotations,
-        "xaxis": {"type": "log", "domain": [0, 0.47], "title": {"text": COSTS[0][2]}},
-        "xaxis2": {"type": "log", "domain": [0.53, 1], "title": {"text": COSTS[1][2]}},
+        "xaxis": {"type": "log", "domain": [0, 0.47], "title": {"text": COSTS[0][2]},
+                  **_log_ticks(COSTS[0][0](r) for r in done)},
+        "xaxis2": {"type": "log", "domain": [0.53, 1], "title": {"text": COSTS[1][2]},
+                   **_log_ticks(COSTS[1][0](r) for r in done)},
         "yaxis": {"title": {"text": shown["yaxis.title.text"]}},
         "yaxis2": {"matches": "y", "anchor": "x2", "showticklabels": False},
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.16,
@@ -323,14 +341,14 @@ def agreement_heatmap(rows, specs) -> str:
                f"{MIN_AGREEMENT_CHECKPOINTS} checkpoints scored by both)")
               for j, v in enumerate(row)] for i, row in enumerate(taus)]
     trace = {"type": "heatmap", "z": taus, "x": labels, "y": labels, "text": text,
-             "texttemplate": "%{text}", "customdata": hover, "colorscale": "RdBu",
+             "texttemplate": "%{text}", "customdata": hover, "colorscale": DIVERGING,
              "zmin": -1, "zmax": 1, "xgap": 2, "ygap": 2, "hoverongaps": False,
              "hovertemplate": "%{customdata}<extra></extra>", "colorbar": {"title": {"text": "τ"}}}
     layout = {"title": _title("Do the metrics agree? Kendall's τ between their rankings"),
-              "height": max(360, 140 + 30 * len(labels)),
+              "height": max(380, 200 + 30 * len(labels)),
               "yaxis": {"autorange": "reversed", "automargin": True},
               "xaxis": {"tickangle": -35, "automargin": True}}
-    return _html({"data": [trace], "layout": layout}, "chart-agreement")
+    return _html({"data": [trace], "layout": layout}, "chart-agreement", bottom=110)
 
 
 PROBE = "probe_accuracy"

@@ -59,6 +59,7 @@ class Comparison:
     same_content: bool  # different dataset rows with the same images
     metrics_differ: bool
     agreement: list[dict]  # {"a", "b", "tau", "common"} per pair of evaluations
+    dataset_names: list[str] = field(default_factory=list)  # distinct, in column order
 
 
 def compare(evaluations: list[Evaluation]) -> Comparison:
@@ -104,6 +105,7 @@ def compare(evaluations: list[Evaluation]) -> Comparison:
         same_content=len(datasets) > 1 and len(hashes) == 1,
         metrics_differ=len({c.metric for c in columns}) > 1,
         agreement=_agreement(columns),
+        dataset_names=list(dict.fromkeys(c.evaluation.dataset.name for c in columns)),
     )
 
 

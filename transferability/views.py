@@ -91,6 +91,9 @@ def dataset_detail(request, pk):
         "evaluations": dataset.evaluations.defer("complementarity")
                               .prefetch_related("results")[:20],
         "stats": stats, "warnings": dataset_warnings(dataset, stats), "twins": list(twins),
+        "stats_sides": [(label, stats[key]) for label, key in (("Width", "width"),
+                                                               ("Height", "height"))
+                        if key in stats],
         "tiny_class": TINY_CLASS_IMAGES,
         "balance_chart": charts.class_balance(dataset.class_names, dataset.class_counts,
                                               TINY_CLASS_IMAGES) if dataset.class_names else "",
@@ -457,12 +460,14 @@ def result_features(request, pk, result_id):
             "evaluation": evaluation, "title": f"No features for {name}", "reason": reason,
         }, status=404)
 
+    if result.status != Status.DONE:
+        return missing("The checkpoint has not finished: its features are exported once it "
+                       "is done." if not evaluation.is_finished else
+                       "The checkpoint failed, so it has no features.")
     if not result.feature_key or not caches.features.has(result.feature_key, PRE_LOGITS):
-        return missing(
-            "Its features are not in the feature cache: the checkpoint did not finish, or "
-            "the cache was cleared since. Retry the checkpoint (or run the evaluation again) "
-            "to extract them anew." if result.status == Status.DONE else
-            "The checkpoint has not finished: features are exported once it is done.")
+        return missing(f"Its features are no longer in the feature cache (it was cleared "
+                       f"since the evaluation ran). Start a new evaluation of {name} on "
+                       f"{evaluation.dataset.name} to extract them again.")
     try:
         class_names, files = dataset_files(evaluation.dataset)
     except ImageNotFound:

@@ -154,7 +154,7 @@ def test_the_pair_page_says_when_the_per_sample_data_is_gone(alice, owner, tmp_p
 
     missing = re.search(r'<p class="warning" id="samples-missing">(.*?)</p>', html, re.S)
     assert missing, "the page says the per-sample data is gone"
-    assert "The per-sample data is gone" in missing.group(1)
+    assert "The per-sample data is gone from the cache" in missing.group(1)
     assert "no longer in the feature cache" in missing.group(1)
     assert "/images/" not in html
     assert re.search(r'id="positive-flips">\d', html), "the stored numbers still show"
@@ -329,8 +329,8 @@ def test_a_features_export_that_is_not_cached_says_so(alice, owner, tmp_path):
     response = alice.get(reverse("result-features", args=[evaluation.pk, result.pk]))
 
     assert response.status_code == 404
-    assert "Its features are not in the feature cache" in page(response)
-    assert "Retry the checkpoint" in page(response)
+    assert "Its features are no longer in the feature cache" in page(response)
+    assert "Start a new evaluation of alpha-net on colours" in page(response)
     assert 'result-features' not in page(alice.get(evaluation.get_absolute_url()))
     # A result of another evaluation is not one of this evaluation's.
     foreign = other.results.first()
@@ -351,7 +351,8 @@ def test_it_compares_two_evaluations_of_one_dataset(alice, owner, tmp_path):
     html = page(response)
     assert response.status_code == 200
     assert 'id="same-dataset"' in html and 'id="datasets-differ"' not in html
-    rows = re.findall(r'<tr>\s*<td><a href="/zoo/\d+/">([^<]+)</a></td>(.*?)</tr>', html, re.S)
+    rows = re.findall(r'<tr>\s*<td class="nowrap"><a href="/zoo/\d+/">([^<]+)</a></td>(.*?)</tr>',
+                      html, re.S)
     assert [name for name, _ in rows] == ["zeta-net", "alpha-net", "mid-net"]  # by mean rank
     alpha = dict(rows)["alpha-net"]
     chips = re.findall(r'class="rank-chip">(\d)/3<', alpha)

@@ -69,7 +69,8 @@ def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset, sen
     body = api.get(response["Location"]).json()
     assert body["status"] == "pending"
     listed = api.get("/api/evaluations/").json()
-    assert [(e["id"], e["url"], e["status"]) for e in listed] == [
+    assert listed["count"] == 1 and listed["next"] is None
+    assert [(e["id"], e["url"], e["status"]) for e in listed["results"]] == [
         (evaluation.pk, response["Location"], "pending")]
     assert {r["checkpoint"]["name"] for r in body["results"]} == {a.name, b.name}
 
@@ -111,7 +112,7 @@ def test_others_cannot_see_or_use_my_dataset_and_evaluations(api, outsider_api, 
 
 
 def test_the_metric_registry_is_served(api):
-    metrics = api.get("/api/metrics/").json()
+    metrics = api.get("/api/metrics/").json()["results"]
     names = [m["name"] for m in metrics]
     assert names[0] == "tmi"
     assert {"logme", "leep", "knn_accuracy", "probe_accuracy"} <= set(names)
@@ -223,3 +224,253 @@ def test_deleting_a_dataset_removes_its_folder(api, dataset):
     assert api.delete(f"/api/datasets/{dataset.pk}/").status_code == 204
     assert not root.exists()
     assert TargetDataset.objects.count() == 0
+
+
+# Discoverability: the root, the browsable API's forms, pagination.
+
+def test_the_root_lists_every_collection_by_absolute_url(api):
+    from rest_framework.test import APIClient
+
+    assert APIClient().get("/api/").status_code == 401
+    root = api.get("/api/").json()
+    assert list(root) == ["datasets", "evaluations", "transfers", "checkpoints", "metrics",
+                          "schema", "docs"]
+    for name, url in root.items():
+        assert url.startswith("http://testserver/api/"), (name, url)
+        response = api.get(url, {"format": "json"} if name == "schema" else {})
+        assert response.status_code == 200, (name, url, response.status_code)
+
+
+def test_the_browsable_api_uploads_a_dataset_from_its_form(client, owner, tmp_path):
+    client.force_login(owner)
+    page = client.get("/api/datasets/", HTTP_ACCEPT="text/html").content.decode()
+    form = page[page.index('enctype="multipart/form-data"'):]
+    assert '<input name="file"  type="file"' in form
+    assert 'name="class_names"' not in page  # no server-side fields to fill in
+    archive = image_folder_zip(tmp_path / "f.zip", {"a": 3, "b": 3})
+    with open(archive, "rb") as f:  # what the form sends
+        response = client.post("/api/datasets/", {"name": "from-form", "file": f},
+                               HTTP_ACCEPT="text/html")
+    assert response.status_code == 201
+    assert TargetDataset.objects.get().name == "from-form"
+
+
+@pytest.mark.parametrize("url", ["/api/evaluations/", "/api/transfers/"])
+def test_the_browsable_api_forms_post_the_submission_fields(client, owner, url):
+    client.force_login(owner)
+    page = client.get(url, HTTP_ACCEPT="text/html").content.decode()
+    assert page.count('name="evaluation"' if "transfers" in url else 'name="checkpoints"') >= 1
+    assert 'name="progress"' not in page
+
+
+def _transfer(owner, evaluation, teacher, student):
+    from transferability.models import Transfer
+
+    return Transfer.objects.create(owner=owner, evaluation=evaluation, teacher=teacher,
+                                   student=student)
+
+
+def test_evaluations_and_transfers_are_paginated_newest_first(api, owner, dataset, monkeypatch,
+                                                              outsider_api):
+    monkeypatch.setattr("rest_framework.pagination.PageNumberPagination.page_size", 2)
+    a, b = saved_checkpoint("ck-a"), saved_checkpoint("ck-b", "test_vit")
+    made = [api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                     format="json").json()["id"] for _ in range(3)]
+    transfers = [_transfer(owner, Evaluation.objects.get(pk=pk), a, b).pk for pk in made]
+
+    for url, ids in (("/api/evaluations/", made), ("/api/transfers/", transfers)):
+        first = api.get(url).json()
+        assert set(first) == {"count", "next", "previous", "results"}
+        assert first["count"] == 3 and first["previous"] is None
+        assert [e["id"] for e in first["results"]] == ids[::-1][:2]
+        second = api.get(first["next"]).json()
+        assert [e["id"] for e in second["results"]] == ids[:1]
+        assert second["next"] is None and second["previous"]
+        assert outsider_api.get(url).json()["count"] == 0
+
+    metrics = api.get("/api/metrics/").json()
+    assert metrics["count"] > 2 and len(metrics["results"]) == 2
+
+
+# One error format: a JSON object with a "detail" everywhere.
+
+def test_every_error_is_json_with_a_detail(api, dataset, tmp_path, outsider_api):
+    from rest_framework.test import APIClient
+
+    def error(response, code):
+        assert response.status_code == code, response.content
+        assert response["Content-Type"].startswith("application/json")
+        body = response.json()
+        assert isinstance(body["detail"], str) and body["detail"]
+        return body
+
+    saved_checkpoint("ck-a")
+    error(APIClient().get("/api/evaluations/"), 401)
+    error(api.get("/api/evaluations/999999/"), 404)
+    error(api.get("/api/no-such-thing/"), 404)  # outside DRF's views
+    error(api.put(f"/api/datasets/{dataset.pk}/", {}), 405)
+    error(api.post("/api/evaluations/", "{", content_type="application/json"), 400)
+
+    body = error(api.post("/api/datasets/", {"name": "x"}, format="multipart"), 400)
+    assert body == {"detail": "file: No file was submitted.",
+                    "file": ["No file was submitted."]}
+    body = error(api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all",
+                                                "metrics": ["bogus"]}, format="json"), 400)
+    assert body["detail"].startswith("metrics.0: ") and "bogus" in body["detail"]
+    assert "bogus" in str(body["metrics"])
+    body = error(api.post("/api/transfers/", {"evaluation": 999, "teacher": 1, "student": 2},
+                          format="json"), 400)
+    assert body == {"detail": "evaluation: No evaluation 999 of yours.",
+                    "evaluation": ["No evaluation 999 of yours."]}
+    one_class = image_folder_zip(tmp_path / "one.zip", {"only": 3})
+    with open(one_class, "rb") as f:
+        body = error(api.post("/api/datasets/", {"name": "one", "file": f},
+                              format="multipart"), 400)
+    assert body["detail"].startswith("file: ") and "at least 2 class folders" in body["file"][0]
+
+
+def test_a_server_error_in_the_api_answers_json(owner, monkeypatch):
+    from rest_framework.test import APIClient
+
+    from transferability.api import views
+
+    def broken(self, request, pk):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(views.EvaluationDetail, "get", broken)
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(owner)
+    response = client.get("/api/evaluations/1/")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Server error: the request could not be completed."}
+
+
+# Cancelling and deleting an evaluation.
+
+@pytest.fixture
+def pending(api, dataset, sent_tasks, django_capture_on_commit_callbacks):
+    saved_checkpoint("ck-a")
+    saved_checkpoint("ck-b", "test_vit")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                            format="json")
+    assert response.status_code == 202
+    return Evaluation.objects.get(pk=response.json()["id"])
+
+
+def test_cancelling_fails_the_unfinished_checkpoints_and_queued_tasks_find_nothing(
+        api, outsider_api, pending, sent_tasks):
+    from workers import jobs
+
+    done = pending.results.order_by("pk").first()
+    CheckpointResult.objects.filter(pk=done.pk).update(status="done")
+    url = f"/api/evaluations/{pending.pk}/cancel/"
+    assert outsider_api.post(url).status_code == 404
+    response = api.post(url)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["message"]) == ("failed", "cancelled")
+    by_id = {r.pk: r for r in pending.results.all()}
+    assert by_id.pop(done.pk).status == "done"  # finished work stays
+    assert [(r.status, r.message) for r in by_id.values()] == [
+        ("failed", "cancelled by its owner")]
+
+    # The tasks already on the queue arrive: nothing is claimed, nothing is scored.
+    for _, (result_id,), _ in sent_tasks:
+        assert jobs.evaluate_checkpoint(result_id) is None
+    cancelled = CheckpointResult.objects.get(pk=next(iter(by_id)))
+    assert (cancelled.status, cancelled.message, cancelled.attempts) == (
+        "failed", "cancelled by its owner", 0)
+    pending.refresh_from_db()
+    assert (pending.status, pending.message) == ("failed", "cancelled")
+
+    again = api.post(url)
+    assert again.status_code == 409
+    assert again.json() == {"detail": "the evaluation has already finished (failed)"}
+
+
+def test_deleting_an_evaluation_cancels_it_and_removes_its_results(api, outsider_api, pending,
+                                                                   sent_tasks):
+    from workers import jobs
+
+    url = f"/api/evaluations/{pending.pk}/"
+    assert outsider_api.delete(url).status_code == 404
+    response = api.delete(url)
+    assert response.status_code == 204 and not response.content
+    assert not Evaluation.objects.exists() and not CheckpointResult.objects.exists()
+    assert api.get(url).status_code == 404
+    for _, (result_id,), _ in sent_tasks:  # queued before the delete: nothing to do
+        assert jobs.evaluate_checkpoint(result_id) is None
+    assert TargetDataset.objects.count() == 1  # the dataset stays
+
+
+def test_an_evaluation_is_not_deleted_while_its_ground_truth_is_measured(api, pending):
+    from transferability.models import GroundTruth
+
+    Evaluation.objects.filter(pk=pending.pk).update(status="done")
+    truth = GroundTruth.objects.create(evaluation=pending, status="running")
+    response = api.delete(f"/api/evaluations/{pending.pk}/")
+    assert response.status_code == 409
+    assert "ground truth is being measured" in response.json()["detail"]
+    assert Evaluation.objects.filter(pk=pending.pk).exists()
+    GroundTruth.objects.filter(pk=truth.pk).update(status="done")
+    assert api.delete(f"/api/evaluations/{pending.pk}/").status_code == 204
+
+
+# The submission throttle.
+
+@pytest.fixture
+def submit_rate(settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.ZOORANK_SUBMIT_RATE = "3/minute"
+    yield
+    cache.clear()
+
+
+def test_submissions_beyond_the_rate_answer_429_with_when_to_retry(submit_rate, api,
+                                                                   outsider_api, dataset,
+                                                                   monkeypatch):
+    import time
+
+    from transferability.api.throttling import SubmissionThrottle
+
+    now = time.time()
+    monkeypatch.setattr(SubmissionThrottle, "timer", lambda self: now)
+    saved_checkpoint("ck-a")
+    evaluate = {"dataset": dataset.pk, "checkpoints": "all"}
+    # The dataset upload was the first submission; any submit view counts.
+    assert api.post("/api/evaluations/", evaluate, format="json").status_code == 202
+    assert api.post("/api/transfers/", {}, format="json").status_code == 400
+    refused = api.post("/api/evaluations/", evaluate, format="json")
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "60"
+    assert refused.json() == {
+        "detail": "Too many submissions: at most 3 per minute. Try again in 60 seconds.",
+        "retry_after": 60}
+    assert Evaluation.objects.count() == 1
+    evaluation = Evaluation.objects.get()
+    assert api.post(f"/api/evaluations/{evaluation.pk}/truth/", {}).status_code == 429
+    # Reads, cancelling and other users go on.
+    assert api.get("/api/evaluations/").status_code == 200
+    assert api.post(f"/api/evaluations/{evaluation.pk}/cancel/").status_code == 200
+    assert outsider_api.post("/api/transfers/", {}, format="json").status_code == 400
+    # A minute later the user may submit again.
+    monkeypatch.setattr(SubmissionThrottle, "timer", lambda self: now + 61)
+    assert api.post("/api/evaluations/", evaluate, format="json").status_code == 202
+
+
+def test_a_throttle_without_its_cache_lets_submissions_through(api, dataset, submit_rate,
+                                                               monkeypatch):
+    from django.core.cache import cache
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(cache, "get", down)
+    saved_checkpoint("ck-a")
+    for _ in range(4):
+        response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
+                            format="json")
+        assert response.status_code == 202

@@ -98,7 +98,7 @@ def test_transfers_are_private_and_wait_for_the_evaluation(evaluation, api, outs
     assert refused.status_code == 400 and "of yours" in refused.content.decode()
     created = api.post("/api/transfers/", request, format="json").json()
     assert outsider_api.get(created["url"]).status_code == 404
-    assert outsider_api.get("/api/transfers/").json() == []
+    assert outsider_api.get("/api/transfers/").json()["results"] == []
     evaluation.status = Status.RUNNING
     evaluation.save()
     assert api.post("/api/transfers/", request, format="json").status_code == 409

@@ -1,11 +1,15 @@
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from zoo.models import Checkpoint
 
 from ..metrics import REGISTRY
-from ..models import Evaluation, GroundTruth, TargetDataset, Transfer
-from ..results import relative_to_set
+from ..models import Evaluation, GroundTruth, Status, TargetDataset, Transfer
+from ..results import ranked_rows, relative_to_set
+from ..transfers import transfer_payload
 from ..verification import truth_payload
+
+ID_OR_NAME = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 
 
 class TargetDatasetSerializer(serializers.ModelSerializer):
@@ -19,7 +23,8 @@ class TargetDatasetSerializer(serializers.ModelSerializer):
 
 class DatasetUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    file = serializers.FileField()
+    file = serializers.FileField(help_text="A zip or tar archive with one folder of images "
+                                           "per class.")
 
 
 class CheckpointSerializer(serializers.ModelSerializer):
@@ -31,6 +36,11 @@ class CheckpointSerializer(serializers.ModelSerializer):
                   "source_top1", "license", "enabled"]
 
 
+@extend_schema_field({
+    "oneOf": [{"type": "array", "items": ID_OR_NAME, "minItems": 1},
+              {"type": "string", "enum": ["all"]}],
+    "description": 'Checkpoint ids or names, or "all" for every enabled checkpoint.',
+})
 class CheckpointChoiceField(serializers.Field):
     """A list of checkpoint ids or names, or the string "all" for every enabled one."""
 
@@ -72,7 +82,7 @@ class EvaluationCreateSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=list(REGISTRY)), required=False, default=list
     )
     correctness_source = serializers.ChoiceField(
-        choices=Evaluation.CorrectnessSource.values, default=Evaluation.CorrectnessSource.TARGET
+        choices=Evaluation.CorrectnessSource.choices, default=Evaluation.CorrectnessSource.TARGET
     )
     score_stages = serializers.BooleanField(default=False)
 
@@ -139,12 +149,18 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
     }
 
 
+@extend_schema_field(ID_OR_NAME)
+class IdOrNameField(serializers.JSONField):
+    """A checkpoint id or name (checked by the serializer that uses it)."""
+
+
+@extend_schema_serializer(component_name="TruthCreate")
 class TruthRequestSerializer(serializers.Serializer):
     checkpoints = serializers.ListField(
-        child=serializers.JSONField(), required=False, allow_empty=False,
+        child=IdOrNameField(), required=False, allow_empty=False,
         help_text="Checkpoint ids or names among the evaluation's finished checkpoints; "
                   "all of them when left out.")
-    mode = serializers.ChoiceField(choices=GroundTruth.Mode.values,
+    mode = serializers.ChoiceField(choices=GroundTruth.Mode.choices,
                                    default=GroundTruth.Mode.FINETUNE)
 
     def validate_checkpoints(self, value):
@@ -154,6 +170,7 @@ class TruthRequestSerializer(serializers.Serializer):
         return value
 
 
+@extend_schema_field({**ID_OR_NAME, "description": "A checkpoint id or name."})
 class CheckpointReferenceField(serializers.JSONField):
     """One checkpoint, by id or by name."""
 
@@ -167,5 +184,174 @@ class TransferCreateSerializer(serializers.Serializer):
     evaluation = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     teacher = CheckpointReferenceField()
     student = CheckpointReferenceField()
-    variant = serializers.ChoiceField(choices=Transfer.Variant.values,
+    variant = serializers.ChoiceField(choices=Transfer.Variant.choices,
                                       default=Transfer.Variant.SUPERVISED)
+
+
+# Read side. The payload functions above (and transfer_payload) build the bodies the API
+# and the pages share; the serializers below declare their shapes for the schema, and
+# their to_representation is that payload. tests/test_api_schema.py checks each real body
+# against the schema.
+
+class EvaluationSummarySerializer(serializers.ModelSerializer):
+    """One evaluation in the list."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api-evaluation-detail")
+    dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Evaluation
+        fields = ["id", "dataset", "dataset_name", "status", "progress", "created_at", "url"]
+
+    def get_progress(self, evaluation) -> float:
+        return round(evaluation.progress, 4)
+
+
+class CheckpointBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    architecture = serializers.CharField()
+    feature_dim = serializers.IntegerField(allow_null=True)
+    param_count = serializers.IntegerField(allow_null=True)
+    source_top1 = serializers.FloatField(allow_null=True)
+
+
+def _mapping(child, help_text):
+    return serializers.DictField(child=child, help_text=help_text)
+
+
+class ResultSerializer(serializers.Serializer):
+    """One checkpoint of an evaluation: its progress, scores and ranks."""
+
+    checkpoint = CheckpointBriefSerializer()
+    status = serializers.ChoiceField(choices=Status.choices)
+    message = serializers.CharField()
+    images_done = serializers.IntegerField()
+    images_total = serializers.IntegerField()
+    features_cached = serializers.BooleanField()
+    device = serializers.CharField()
+    extraction_seconds = serializers.FloatField(allow_null=True)
+    scoring_seconds = serializers.FloatField(allow_null=True)
+    rank = serializers.IntegerField(allow_null=True,
+                                    help_text="Rank by the evaluation's ranking metric.")
+    scores = _mapping(serializers.FloatField(allow_null=True), "Metric name -> score.")
+    ranks = _mapping(serializers.IntegerField(), "Metric name -> rank (1 is best).")
+    errors = _mapping(serializers.CharField(), "Metric name -> why it has no score.")
+    notes = _mapping(serializers.CharField(),
+                     "Metric name -> how it was approximated (a subsample).")
+    score_seconds = _mapping(serializers.FloatField(allow_null=True),
+                             "Metric name -> seconds it took.")
+    best_stage = serializers.CharField(allow_null=True)
+    stage_scores = _mapping(_mapping(serializers.FloatField(allow_null=True), ""),
+                            "Stage -> metric name -> score (with score_stages).")
+
+
+class AgreementSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    kind = serializers.CharField()
+    higher_is_better = serializers.BooleanField()
+    checkpoints = serializers.IntegerField()
+    weighted_tau = serializers.FloatField(allow_null=True)
+    kendall_tau = serializers.FloatField(allow_null=True)
+    top1_relative_accuracy = serializers.FloatField(allow_null=True)
+
+
+class SpreadSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+    range = serializers.FloatField()
+    mean_standard_error = serializers.FloatField(allow_null=True)
+
+
+class TruthResultSerializer(serializers.Serializer):
+    checkpoint = serializers.CharField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    accuracy = serializers.FloatField(allow_null=True)
+    message = serializers.CharField()
+    seconds = serializers.FloatField(allow_null=True)
+    details = serializers.DictField(help_text="The grid tried, split sizes, epochs, device.")
+
+
+class TruthSerializer(serializers.Serializer):
+    """The evaluation's ground truth: true accuracies and each metric's agreement."""
+
+    status = serializers.ChoiceField(choices=Status.choices)
+    mode = serializers.ChoiceField(choices=GroundTruth.Mode.choices)
+    progress = serializers.FloatField()
+    message = serializers.CharField()
+    test_fraction = serializers.FloatField()
+    accuracy = _mapping(serializers.FloatField(), "Checkpoint name -> held-out accuracy, %.")
+    standard_error = _mapping(serializers.FloatField(), "Checkpoint name -> its standard error.")
+    spread = SpreadSerializer(allow_null=True)
+    agreement = _mapping(AgreementSerializer(), "Metric name -> agreement with the truth.")
+    results = TruthResultSerializer(many=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class EvaluationSerializer(serializers.Serializer):
+    """An evaluation with every checkpoint's result, best first."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField()
+    page = serializers.CharField(help_text="The evaluation's page on this site.")
+    dataset = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    progress = serializers.FloatField()
+    message = serializers.CharField()
+    metrics = serializers.ListField(child=serializers.CharField(),
+                                    help_text="The metrics asked for; empty means all.")
+    correctness_source = serializers.ChoiceField(choices=Evaluation.CorrectnessSource.choices)
+    score_stages = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    relative_to_set = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Metrics whose scores are relative to this set of checkpoints.")
+    results = ResultSerializer(many=True)
+    complementarity = serializers.DictField(allow_null=True)
+    truth = TruthSerializer(allow_null=True)
+
+    def to_representation(self, evaluation):
+        return evaluation_payload(evaluation, ranked_rows(evaluation),
+                                  self.context.get("request"))
+
+
+class TransferSerializer(serializers.Serializer):
+    """A knowledge transfer (KL+DP) and, once done, its outcome."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField()
+    evaluation = serializers.IntegerField()
+    teacher = serializers.CharField()
+    student = serializers.CharField()
+    variant = serializers.ChoiceField(choices=Transfer.Variant.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    progress = serializers.FloatField()
+    message = serializers.CharField()
+    delta = serializers.DictField(allow_null=True, help_text="On held-out data, in %.")
+    flips_before = serializers.DictField(allow_null=True)
+    flips_after = serializers.DictField(allow_null=True)
+    details = serializers.DictField()
+    checkpoint = serializers.IntegerField(allow_null=True,
+                                          help_text="The distilled student, a new checkpoint.")
+    checkpoint_name = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, transfer):
+        return transfer_payload(transfer, self.context.get("request"))
+
+
+class MetricSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    needs = serializers.ChoiceField(choices=["features", "source_probs"])
+    higher_is_better = serializers.BooleanField()
+    kind = serializers.ChoiceField(choices=["metric", "baseline"])
+    reference = serializers.CharField()
+    relative_to_set = serializers.BooleanField()
+    sample_limit = serializers.IntegerField(allow_null=True)

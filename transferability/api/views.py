@@ -1,8 +1,10 @@
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
-from rest_framework import generics, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from zoo.models import Checkpoint
@@ -10,23 +12,72 @@ from zoo.models import Checkpoint
 from ..datasets import ArchiveError, create_target_dataset
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset, Transfer
-from ..results import ranked_rows
 from ..submission import Conflict, SubmissionError, retry, submit_evaluation
-from ..transfers import submit_transfer, transfer_payload
+from ..transfers import submit_transfer
 from ..verification import submit_truth
+from .cancellation import cancel_evaluation, delete_evaluation
+from .schema import error, invalid
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
-                          EvaluationCreateSerializer, TargetDatasetSerializer,
-                          TransferCreateSerializer, TruthRequestSerializer,
-                          evaluation_payload)
+                          EvaluationCreateSerializer, EvaluationSerializer,
+                          EvaluationSummarySerializer, MetricSerializer, TargetDatasetSerializer,
+                          TransferCreateSerializer, TransferSerializer, TruthRequestSerializer,
+                          TruthSerializer)
+from .throttling import SUBMIT_SCOPE, SubmissionThrottle
+
+# The root's entries: name -> URL name, in the order a client uses them.
+ROOT = {
+    "datasets": "api-dataset-list",
+    "evaluations": "api-evaluation-list",
+    "transfers": "api-transfer-list",
+    "checkpoints": "api-checkpoint-list",
+    "metrics": "api-metric-list",
+    "schema": "api-schema",
+    "docs": "api-docs",
+}
 
 
-class DatasetList(generics.ListAPIView):
-    serializer_class = TargetDatasetSerializer
+class Submissions:
+    """POSTs to these views count against the user's ZOORANK_SUBMIT_RATE."""
+
+    throttle_classes = [SubmissionThrottle]
+    throttle_scope = SUBMIT_SCOPE
+
+
+def _error(exc: SubmissionError) -> Response:
+    code = status.HTTP_409_CONFLICT if isinstance(exc, Conflict) else status.HTTP_400_BAD_REQUEST
+    return Response({"detail": str(exc)}, status=code)
+
+
+class ApiRoot(APIView):
+    """Every collection of the API, with its absolute URL."""
+
+    @extend_schema(tags=["root"], responses=inline_serializer(
+        "ApiRoot", {name: serializers.URLField() for name in ROOT}))
+    def get(self, request):
+        return Response({name: reverse(url_name, request=request)
+                         for name, url_name in ROOT.items()})
+
+
+@extend_schema(tags=["datasets"])
+class DatasetList(Submissions, generics.ListAPIView):
+    """GET: your datasets. POST (multipart: ``name``, ``file``): upload a zip or tar of one
+    folder of images per class; 201 with a Location."""
+
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
         return TargetDataset.objects.filter(owner=self.request.user)
 
+    def get_serializer_class(self):
+        # The browsable API's form (and the schema) upload a file.
+        if self.request is not None and self.request.method == "POST":
+            return DatasetUploadSerializer
+        return TargetDatasetSerializer
+
+    @extend_schema(request=DatasetUploadSerializer, responses={
+        201: TargetDatasetSerializer,
+        400: invalid("Not a usable archive: the reason is under `file`."),
+    })
     def post(self, request):
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
@@ -34,31 +85,40 @@ class DatasetList(generics.ListAPIView):
             dataset = create_target_dataset(request.user, upload.validated_data["name"],
                                             upload.validated_data["file"])
         except ArchiveError as exc:
-            return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+            raise serializers.ValidationError({"file": [str(exc)]}) from None
         body = TargetDatasetSerializer(dataset, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED,
                         headers={"Location": str(body["url"])})  # a plain str for WSGI
 
 
+@extend_schema(tags=["datasets"])
 class DatasetDetail(generics.RetrieveDestroyAPIView):
+    """GET: one of your datasets. DELETE: it, its files and its evaluations."""
+
     serializer_class = TargetDatasetSerializer
 
     def get_queryset(self):
         return TargetDataset.objects.filter(owner=self.request.user)
 
 
-class EvaluationList(APIView):
-    def get(self, request):
-        evaluations = (Evaluation.objects.filter(owner=request.user).select_related("dataset")
-                       .defer("complementarity")
-                       .prefetch_related("results")[:100])
-        return Response([
-            {"id": e.pk, "dataset": e.dataset_id, "dataset_name": e.dataset.name,
-             "status": e.status, "progress": round(e.progress, 4), "created_at": e.created_at,
-             "url": request.build_absolute_uri(reverse("api-evaluation-detail", args=[e.pk]))}
-            for e in evaluations
-        ])
+@extend_schema(tags=["evaluations"])
+class EvaluationList(Submissions, generics.ListAPIView):
+    """GET: your evaluations, newest first. POST: score checkpoints on one of your datasets;
+    202 with a Location to poll."""
 
+    def get_queryset(self):
+        return (Evaluation.objects.filter(owner=self.request.user).select_related("dataset")
+                .defer("complementarity").prefetch_related("results"))
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return EvaluationCreateSerializer
+        return EvaluationSummarySerializer
+
+    @extend_schema(request=EvaluationCreateSerializer, responses={
+        202: EvaluationSerializer,
+        400: invalid("Refused: the reason is under the field, or in `detail`."),
+    })
     def post(self, request):
         serializer = EvaluationCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
@@ -69,56 +129,113 @@ class EvaluationList(APIView):
                 correctness_source=data["correctness_source"], score_stages=data["score_stages"],
             )
         except SubmissionError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        evaluation.refresh_from_db()
-        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+            return _error(exc)
+        return _accepted(request, evaluation)
 
 
+def _accepted(request, evaluation: Evaluation) -> Response:
+    evaluation.refresh_from_db()
+    body = EvaluationSerializer(evaluation, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+def _own_evaluation(request, pk) -> Evaluation:
+    return get_object_or_404(Evaluation, pk=pk, owner=request.user)
+
+
+@extend_schema(tags=["evaluations"])
 class EvaluationDetail(APIView):
+    """GET: the evaluation, its progress and every checkpoint's scores and rank.
+    DELETE: the evaluation and its results (a running one is cancelled first)."""
+
+    @extend_schema(responses=EvaluationSerializer)
     def get(self, request, pk):
-        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
-        return Response(evaluation_payload(evaluation, ranked_rows(evaluation), request))
+        evaluation = _own_evaluation(request, pk)
+        return Response(EvaluationSerializer(evaluation, context={"request": request}).data)
+
+    @extend_schema(responses={
+        204: None,
+        409: error("Its ground truth or a transfer from it is still running."),
+    })
+    def delete(self, request, pk):
+        try:
+            delete_evaluation(_own_evaluation(request, pk))
+        except SubmissionError as exc:
+            return _error(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class EvaluationRetry(APIView):
+@extend_schema(tags=["evaluations"])
+class EvaluationCancel(APIView):
+    """POST: stop a pending or running evaluation. Its unfinished checkpoints fail with
+    "cancelled by its owner", the evaluation with "cancelled"; a retry resumes it."""
+
+    @extend_schema(request=None, responses={
+        200: EvaluationSerializer,
+        409: error("The evaluation has already finished."),
+    })
+    def post(self, request, pk):
+        evaluation = _own_evaluation(request, pk)
+        try:
+            cancel_evaluation(evaluation)
+        except SubmissionError as exc:
+            return _error(exc)
+        evaluation.refresh_from_db()
+        return Response(EvaluationSerializer(evaluation, context={"request": request}).data)
+
+
+@extend_schema(tags=["evaluations"])
+class EvaluationRetry(Submissions, APIView):
     """POST: queue again a finished evaluation's failed checkpoints, or a running one's
     stalled checkpoints."""
 
+    @extend_schema(request=None, responses={
+        202: EvaluationSerializer,
+        409: error("Nothing to retry: no checkpoint failed, or none has stalled yet."),
+    })
     def post(self, request, pk):
-        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+        evaluation = _own_evaluation(request, pk)
         try:
             retry(evaluation)
         except SubmissionError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        evaluation.refresh_from_db()
-        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        return _accepted(request, evaluation)
 
 
-class EvaluationTruth(APIView):
+@extend_schema(tags=["evaluations"])
+class EvaluationTruth(Submissions, APIView):
     """POST: measure the true transfer accuracy of the evaluation's checkpoints (all, or
     ``checkpoints``) by ``mode`` "finetune" (default) or "probe". 202; the evaluation's
     ``truth`` then fills in. A finished ground truth is replaced; a running one answers 409.
     """
 
+    @extend_schema(request=TruthRequestSerializer, responses={
+        202: TruthSerializer,
+        400: invalid("Refused: checkpoints that did not finish, or too few images per class."),
+        409: error("The evaluation is still running, or its ground truth is being measured."),
+    })
     def post(self, request, pk):
-        evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+        evaluation = _own_evaluation(request, pk)
         serializer = TruthRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
             submit_truth(evaluation, data.get("checkpoints"), mode=data["mode"])
         except SubmissionError as exc:
-            code = (status.HTTP_409_CONFLICT if isinstance(exc, Conflict)
-                    else status.HTTP_400_BAD_REQUEST)
-            return Response({"detail": str(exc)}, status=code)
-        body = evaluation_payload(evaluation, ranked_rows(evaluation), request)
+            return _error(exc)
+        body = EvaluationSerializer(evaluation, context={"request": request}).data
         return Response(body["truth"], status=status.HTTP_202_ACCEPTED,
                         headers={"Location": body["url"]})
 
 
+@extend_schema(tags=["checkpoints"], parameters=[
+    OpenApiParameter("search", OpenApiTypes.STR, description="Part of the checkpoint's name."),
+    OpenApiParameter("enabled", OpenApiTypes.STR, enum=["1", "true"],
+                     description="Only the enabled checkpoints."),
+])
 class CheckpointList(generics.ListAPIView):
+    """The zoo."""
+
     serializer_class = CheckpointSerializer
 
     def get_queryset(self):
@@ -131,47 +248,59 @@ class CheckpointList(generics.ListAPIView):
         return queryset
 
 
-class MetricList(APIView):
-    def get(self, request):
-        return Response([
-            {"name": s.name, "label": s.label, "needs": s.needs,
-             "higher_is_better": s.higher_is_better, "kind": s.kind, "reference": s.reference,
-             "relative_to_set": s.relative_to_set, "sample_limit": s.sample_limit}
-            for s in REGISTRY.values()
-        ])
+@extend_schema(tags=["metrics"])
+class MetricList(generics.ListAPIView):
+    """The transferability metrics and baselines, in the order pages show them."""
+
+    serializer_class = MetricSerializer
+
+    def get_queryset(self):
+        return list(REGISTRY.values())
 
 
-class TransferList(APIView):
+@extend_schema(tags=["transfers"])
+class TransferList(Submissions, generics.ListAPIView):
     """GET: your transfers, newest first. POST {"evaluation", "teacher", "student"
     [, "variant"]} (checkpoint ids or names): distil the teacher into the student with KL+DP
     on the evaluation's dataset; 202 with a Location to poll."""
 
-    def get(self, request):
-        transfers = (Transfer.objects.filter(owner=request.user)
-                     .select_related("teacher", "student", "result_checkpoint")[:100])
-        return Response([transfer_payload(t, request) for t in transfers])
+    def get_queryset(self):
+        return (Transfer.objects.filter(owner=self.request.user)
+                .select_related("teacher", "student", "result_checkpoint"))
 
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return TransferCreateSerializer
+        return TransferSerializer
+
+    @extend_schema(request=TransferCreateSerializer, responses={
+        202: TransferSerializer,
+        400: invalid("Refused: the reason is under the field, or in `detail`."),
+        409: error("The evaluation is still running."),
+    })
     def post(self, request):
         serializer = TransferCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         evaluation = Evaluation.objects.filter(pk=data["evaluation"], owner=request.user).first()
         if evaluation is None:
-            return Response({"evaluation": [f"No evaluation {data['evaluation']} of yours."]},
-                            status=status.HTTP_400_BAD_REQUEST)
+            raise serializers.ValidationError(
+                {"evaluation": [f"No evaluation {data['evaluation']} of yours."]})
         try:
             transfer = submit_transfer(request.user, evaluation, data["teacher"],
                                        data["student"], variant=data["variant"])
         except SubmissionError as exc:
-            code = (status.HTTP_409_CONFLICT if isinstance(exc, Conflict)
-                    else status.HTTP_400_BAD_REQUEST)
-            return Response({"detail": str(exc)}, status=code)
-        body = transfer_payload(transfer, request)
+            return _error(exc)
+        body = TransferSerializer(transfer, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
+@extend_schema(tags=["transfers"])
 class TransferDetail(APIView):
+    """A transfer: its progress, then the student's accuracy delta and flips."""
+
+    @extend_schema(responses=TransferSerializer)
     def get(self, request, pk):
         transfer = get_object_or_404(Transfer.objects.select_related(
             "teacher", "student", "result_checkpoint"), pk=pk, owner=request.user)
-        return Response(transfer_payload(transfer, request))
+        return Response(TransferSerializer(transfer, context={"request": request}).data)
