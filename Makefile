@@ -6,7 +6,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE ?= 1
 WORKER := $(BIN)/celery -A config worker -Q gpu -P solo -c 1 --without-gossip --without-mingle
 
-.PHONY: install migrate demo run worker test test-sqlite test-services bench clean
+.PHONY: install migrate static demo run worker test test-sqlite test-services bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,19 @@ install: $(VENV)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# Static files with content hashes in their names and .gz/.br copies, which WhiteNoise serves
+# compressed and cached for a year; collected again only when a source changed.
+STATIC_ROOT := $(or $(ZOORANK_VAR_DIR),var)/static
+STATIC_SOURCES := $(shell find config/static transferability/static zoo/static -type f 2>/dev/null)
+static: $(STATIC_ROOT)/staticfiles.json
+
+$(STATIC_ROOT)/staticfiles.json: $(VENV)/.installed $(STATIC_SOURCES)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	touch $@
+
 # Admin user, the demo zoo (build_demo_zoo), the bundled MNIST 5-9 and digits datasets;
 # then one evaluation through a real worker; then the dashboard.
-demo: migrate
+demo: migrate static
 	$(BIN)/python manage.py demo
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(WORKER) --loglevel=WARNING & worker=$$!; \
@@ -30,7 +40,7 @@ demo: migrate
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload
 
 # The web server plus one worker, on whatever the environment configures.
-run: migrate
+run: migrate static
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(WORKER) --loglevel=INFO & worker=$$!; \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload

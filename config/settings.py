@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import dj_database_url
-import plotly
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -118,11 +117,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-# Plotly's JavaScript is served from the installed package, never from a CDN.
-STATICFILES_DIRS = [("plotly", Path(plotly.__file__).parent / "package_data")]
+STATICFILES_DIRS = [("site", BASE_DIR / "config" / "static")]  # the favicon
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly/plotly.min.js from the installed package, never from a CDN.
+    "config.finders.PlotlyFinder",
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # `collectstatic` (make run / make demo do it) writes content-hashed copies with .gz and
+    # .br siblings; pages then link the hashed names, which WhiteNoise serves compressed
+    # and cached for a year. Without it, pages link the plain names (config/storage.py).
+    "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
 }
 
 MEDIA_URL = "media/"
@@ -190,7 +197,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,  # the upload's file field is binary in the request
     "SCHEMA_PATH_PREFIX": "/api/",
     "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "/favicon.ico",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": True},
     "ENUM_NAME_OVERRIDES": {
@@ -243,7 +250,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
-# Static files (our CSS/JS and plotly.min.js) are served by WhiteNoise straight from the
-# finders, so no collectstatic step is needed in any mode.
+# WhiteNoise serves the collected files (hashed, compressed) and, for a run without
+# collectstatic, the finders' files under their plain names.
 WHITENOISE_USE_FINDERS = True
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True  # the plain names come from the finders
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -15,6 +15,11 @@ from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
 
+# Plain names, no collectstatic: tests/test_serving.py collects and checks the real storage.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 # No test is throttled by accident; tests/transferability/test_api.py lowers it to test 429.
 ZOORANK_SUBMIT_RATE = "100000/hour"
 # Per-process counts: a Redis shared with other runs must not carry them over.

@@ -1,7 +1,18 @@
 from django.contrib import admin
+from django.contrib.staticfiles.storage import staticfiles_storage
+from django.http import HttpResponseRedirect
 from django.urls import include, path
+from django.views.decorators.http import require_safe
+
+
+@require_safe
+def favicon(request):
+    # Browsers ask for /favicon.ico on pages that do not link one (admin, the API's pages).
+    return HttpResponseRedirect(staticfiles_storage.url("site/favicon.ico"))
+
 
 urlpatterns = [
+    path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("transferability.api.urls")),
