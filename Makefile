@@ -6,7 +6,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE ?= 1
 WORKER := $(BIN)/celery -A config worker -Q gpu -P solo -c 1 --without-gossip --without-mingle
 
-.PHONY: install migrate static demo run worker test test-sqlite test-services bench clean
+.PHONY: install migrate static demo run worker test test-sqlite test-services bench drills drills-short clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ test-services: install
 	@if $(BIN)/python -c "import psycopg2, redis, sys; psycopg2.connect('$(TEST_DATABASE_URL)').close(); redis.Redis.from_url('$(TEST_REDIS_URL)').ping()" 2>/dev/null; then \
 		DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest -q -m "not browser"; \
 	else echo "PostgreSQL or Redis not reachable: suite ran on SQLite only"; fi
+
+# Fault drills (drills/run.py): a worker SIGKILLed mid-extraction, a task over its time
+# limit; on the embedded default, then on PostgreSQL + Redis when they answer.
+drills: install
+	$(BIN)/python drills/run.py
+
+drills-short: install
+	$(BIN)/python drills/run.py --short
 
 bench: install
 	$(BIN)/python bench/metrics.py --quick

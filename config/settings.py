@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ZOORANK_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -137,8 +137,13 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Decoded images and extracted features, keyed by content; safe to delete.
 ZOORANK_CACHE_DIR = Path(env_str("ZOORANK_CACHE_DIR", str(VAR_DIR / "cache")))
 
-# A checkpoint with no sign of life from its worker this long can be retried.
-ZOORANK_STALL_MINUTES = env_int("ZOORANK_STALL_MINUTES", 30)
+# Self-healing (workers/healing.py): a row whose worker has not beaten for the stall limit
+# is queued again by the sweep every worker runs; a task past its time limit stops and is
+# recorded as failed. The Redis visibility timeout (below) stays above the time limit, so
+# a healthy long task is never delivered twice.
+ZOORANK_STALL_MINUTES = env_float("ZOORANK_STALL_MINUTES", 30)
+ZOORANK_SWEEP_SECONDS = env_float("ZOORANK_SWEEP_SECONDS", 60)
+ZOORANK_TASK_TIME_LIMIT_MINUTES = env_float("ZOORANK_TASK_TIME_LIMIT_MINUTES", 120)
 
 # Uploads stream to disk; archives are validated before anything is kept.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -215,7 +220,8 @@ if REDIS_URL:
     # The cache holds the API's submission counts: one count for every web process.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": REDIS_URL, "KEY_PREFIX": "zoorank"}}
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(ZOORANK_TASK_TIME_LIMIT_MINUTES * 60) + 600}
 else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):

@@ -27,7 +27,7 @@ from transferability.probes import probe_correctness, source_head_correctness
 from zoo.loading import build_model
 from zoo.models import Checkpoint
 
-from . import caches
+from . import caches, healing
 from .device import choose_device
 from .extraction import LOGITS, PRE_LOGITS, extract, pixel_batches, pixel_key, precision
 
@@ -80,9 +80,10 @@ def evaluate_checkpoint(result_id: int) -> int | None:
         status=Status.RUNNING, started_at=timezone.now()
     )
     try:
-        features = obtain_features(result, want_stages=evaluation.score_stages)
-        scoring_started = time.perf_counter()
-        score_features(result, features)
+        with healing.deadline():
+            features = obtain_features(result, want_stages=evaluation.score_stages)
+            scoring_started = time.perf_counter()
+            score_features(result, features)
         CheckpointResult.objects.filter(pk=result.pk).update(
             status=Status.DONE,
             scoring_seconds=time.perf_counter() - scoring_started,
@@ -187,6 +188,7 @@ def _progress_writer(result_id: int, every_seconds: float = 0.5):
     last = [0.0]
 
     def write(done: int, total: int) -> None:
+        healing.check_deadline()
         now = time.monotonic()
         if done == total or now - last[0] >= every_seconds:
             last[0] = now
@@ -216,6 +218,7 @@ def score_features(result: CheckpointResult, features: Features) -> None:
 
     def beat(_score) -> None:
         # A sign of life between metrics, some of which take minutes on large datasets.
+        healing.check_deadline()
         CheckpointResult.objects.filter(pk=result.pk).update(heartbeat_at=timezone.now())
 
     def panel(layer: str, layer_specs) -> list[MetricScore]:

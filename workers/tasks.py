@@ -1,8 +1,15 @@
 """Celery tasks: thin wrappers that pass primary keys to ``workers.jobs``."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 
-from . import jobs, transfers, verification
+from . import healing, jobs, transfers, verification
+
+
+@worker_ready.connect
+def _start_sweeping(**_kwargs) -> None:
+    # Every worker sweeps: the loss of any one process loses no work.
+    healing.start_sweeping()
 
 
 @shared_task(acks_late=True, ignore_result=True)

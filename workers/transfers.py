@@ -21,6 +21,7 @@ from zoo.loading import build_model
 from zoo.models import Checkpoint
 from zoo.weights import sha256_of_path
 
+from . import healing
 from .device import choose_device
 from .extraction import cached_pixels
 from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples
@@ -42,7 +43,8 @@ def transfer_knowledge(transfer_id: int) -> None:
         pk=transfer_id)
     started = time.perf_counter()
     try:
-        student_model, report = distil(transfer)
+        with healing.deadline():
+            student_model, report = distil(transfer)
         checkpoint = save_distilled(transfer, student_model, report)
         Transfer.objects.filter(pk=transfer.pk).update(
             status=Status.DONE, delta=report["delta"], flips_before=report["flips_before"],
@@ -66,6 +68,7 @@ def distil(transfer: Transfer):
     last = [0.0]
 
     def progress(done: int, total: int) -> None:
+        healing.check_deadline()
         now = time.monotonic()
         if done == total or now - last[0] >= 1.0:
             last[0] = now

@@ -17,7 +17,7 @@ from transferability.ground_truth import finetune_accuracy, probe_accuracy_on_sp
 from transferability.models import CheckpointResult, GroundTruth, Status, TruthResult
 from zoo.loading import build_model
 
-from . import caches
+from . import caches, healing
 from .device import choose_device
 from .extraction import PRE_LOGITS, cached_pixels
 from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples, obtain_features
@@ -45,7 +45,8 @@ def verify_checkpoint(truth_result_id: int) -> int | None:
     GroundTruth.objects.filter(pk=truth_id, status=Status.PENDING).update(status=Status.RUNNING)
     started = time.perf_counter()
     try:
-        details = measure(row)
+        with healing.deadline():
+            details = measure(row)
         TruthResult.objects.filter(pk=row.pk).update(
             status=Status.DONE, accuracy=details["accuracy"], details=details,
             seconds=time.perf_counter() - started, finished_at=timezone.now())
@@ -93,6 +94,7 @@ def _heartbeat(row_id: int, every_seconds: float = 2.0):
     last = [0.0]
 
     def beat(done: int, total: int) -> None:
+        healing.check_deadline()
         now = time.monotonic()
         if done == total or now - last[0] >= every_seconds:
             last[0] = now
