@@ -4,6 +4,8 @@ from django.http import HttpResponseRedirect
 from django.urls import include, path
 from django.views.decorators.http import require_safe
 
+from . import accounts
+
 
 @require_safe
 def favicon(request):
@@ -14,6 +16,8 @@ def favicon(request):
 urlpatterns = [
     path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
+    path("accounts/logout/", accounts.LogoutView.as_view(), name="logout"),
+    path("accounts/token/", accounts.api_token, name="api-token"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("transferability.api.urls")),
     path("zoo/", include("zoo.urls")),
