@@ -14,6 +14,7 @@ No torch here: the web process reads the cache through :mod:`workers.caches` onl
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,15 +58,16 @@ def pair_rows(report: dict | None, ids_by_name: dict[str, int]) -> list[dict]:
     rows = []
     for pair in sorted(report["pairs"], key=lambda p: (-p["positive_flips"], p["a"], p["b"])):
         breakdown = pair["breakdown"]
-        by_count = sorted(zip(breakdown["classes"], breakdown["counts"]),
-                          key=lambda c: (-c[1], str(c[0])))
+        # The three largest only: a full sort per pair adds up with M(M-1) pairs.
+        by_count = heapq.nsmallest(3, zip(breakdown["classes"], breakdown["counts"]),
+                                   key=lambda c: (-c[1], str(c[0])))
         rows.append({
             "a": pair["a"], "b": pair["b"],
             "a_id": ids_by_name.get(pair["a"]), "b_id": ids_by_name.get(pair["b"]),
             "positive_flips": pair["positive_flips"],
             "negative_flips": pair["negative_flips"],
             "oracle": pair["oracle"],
-            "top_classes": [(c, n) for c, n in by_count[:3] if n],
+            "top_classes": [(c, n) for c, n in by_count if n],
             "concentration": _concentration(breakdown),
             "top_half": breakdown["top_p"].get("50"),
         })

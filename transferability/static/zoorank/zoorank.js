@@ -201,9 +201,15 @@
       var ids = JSON.parse(box.dataset.pairIds || "{}");
       var plot = box.querySelector(".js-plotly-plot, .plotly-graph-div");
       if (!plot) return;
+      // plotly.min.js may be deferred: its figures are drawn at DOMContentLoaded (base.html),
+      // and a figure has .on once drawn.
       function attach(tries) {
         if (typeof plot.on !== "function") {
-          if (tries > 0) setTimeout(function () { attach(tries - 1); }, 100);
+          if (document.readyState === "loading") {
+            document.addEventListener("DOMContentLoaded", function () { attach(tries); });
+          } else if (tries > 0) {
+            setTimeout(function () { attach(tries - 1); }, 100);
+          }
           return;
         }
         plot.on("plotly_click", function (event) {
