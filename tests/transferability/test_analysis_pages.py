@@ -611,3 +611,29 @@ def test_image_statistics_of_an_empty_folder_list(tmp_path):
     stats = image_statistics(tmp_path, [])
 
     assert stats["images"] == 0 and stats["duplicates"]["extra"] == 0 and "width" not in stats
+
+
+def test_the_pair_page_of_a_checkpoint_that_failed_says_so(alice, owner, tmp_path):
+    evaluation = evaluation_with_cache(owner, tmp_path)
+    CheckpointResult.objects.filter(evaluation=evaluation, checkpoint__name="mid-net").update(
+        status=Status.FAILED)
+    report = evaluation.complementarity
+    report["pairs"] = [p for p in report["pairs"] if "mid-net" not in (p["a"], p["b"])]
+    Evaluation.objects.filter(pk=evaluation.pk).update(complementarity=report)
+
+    html = page(alice.get(pair_url(evaluation, "alpha-net", "mid-net")))
+
+    assert "This pair is not in the evaluation's complementarity: mid-net did not finish" in html
+
+
+def test_the_dataset_stats_command_measures_old_datasets(owner, tmp_path):
+    from django.core.management import call_command
+
+    dataset = stored_dataset(owner, tmp_path)
+    TargetDataset.objects.filter(pk=dataset.pk).update(image_stats={})
+    out = io.StringIO()
+
+    call_command("dataset_stats", stdout=out)
+
+    assert TargetDataset.objects.get(pk=dataset.pk).image_stats["images"] == 12
+    assert f"dataset {dataset.pk} (colours): 12 images" in out.getvalue()
