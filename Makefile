@@ -6,7 +6,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE ?= 1
 WORKER := $(BIN)/celery -A config worker -Q gpu -P solo -c 1 --without-gossip --without-mingle
 
-.PHONY: install migrate static demo run worker test test-sqlite test-services bench drills drills-short clean
+.PHONY: install migrate static demo run worker test test-sqlite test-services bench drills drills-short fuzz clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ drills: install
 
 drills-short: install
 	$(BIN)/python drills/run.py --short
+
+# Every API operation with generated input, long form (make test runs 25 per operation).
+fuzz: install
+	ZOORANK_FUZZ_EXAMPLES=$${ZOORANK_FUZZ_EXAMPLES:-500} env -u DATABASE_URL -u REDIS_URL \
+		$(BIN)/python -m pytest -q -p no:logging tests/test_api_fuzz.py
 
 bench: install
 	$(BIN)/python bench/metrics.py --quick

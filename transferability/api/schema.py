@@ -57,6 +57,8 @@ class AutoSchema(SpectacularAutoSchema):
             add("401", error("No valid credentials: send `Authorization: Token <key>`."))
         if "{" in self.path:
             add("404", error("Not found, or not yours."))
+        elif self.method == "GET" and self._is_list_view() and self._get_paginator():
+            add("404", error("No such page (`page` past the last, or not a number)."))
         if self.method == "POST" and getattr(self.view, "throttle_scope", None) == SUBMIT_SCOPE:
             add("429", OpenApiResponse(ThrottledSerializer,
                                        description="Too many submissions (ZOORANK_SUBMIT_RATE)."))
