@@ -84,14 +84,15 @@ def evaluate_checkpoint(result_id: int) -> int | None:
             features = obtain_features(result, want_stages=evaluation.score_stages)
             scoring_started = time.perf_counter()
             score_features(result, features)
-        CheckpointResult.objects.filter(pk=result.pk).update(
+        # Only a row still ours: one cancelled (or failed by a sweep) meanwhile stays so.
+        CheckpointResult.objects.filter(pk=result.pk, status=Status.RUNNING).update(
             status=Status.DONE,
             scoring_seconds=time.perf_counter() - scoring_started,
             finished_at=timezone.now(),
         )
     except Exception as exc:  # one checkpoint failing must not fail the others
         log.exception("checkpoint %s failed in evaluation %s", result.checkpoint, evaluation.pk)
-        CheckpointResult.objects.filter(pk=result.pk).update(
+        CheckpointResult.objects.filter(pk=result.pk, status=Status.RUNNING).update(
             status=Status.FAILED, message=_reason(exc), finished_at=timezone.now()
         )
     return evaluation.pk if claim_final_step(evaluation.pk) else None

@@ -111,3 +111,20 @@ def test_a_task_over_its_time_limit_is_recorded_as_failed_and_the_others_finish(
     jobs.finalize_evaluation(evaluation.pk)
     evaluation.refresh_from_db()
     assert evaluation.status == Status.DONE and "1 of 2 checkpoints failed" in evaluation.message
+
+
+def test_a_checkpoint_cancelled_while_its_worker_scores_it_stays_cancelled(evaluation,
+                                                                            monkeypatch):
+    from transferability.api.cancellation import cancel_evaluation
+
+    real = jobs.score_features
+
+    def cancelled_meanwhile(result, features):
+        real(result, features)
+        cancel_evaluation(Evaluation.objects.get(pk=evaluation.pk))
+
+    monkeypatch.setattr(jobs, "score_features", cancelled_meanwhile)
+    row = evaluation.results.order_by("pk").first()
+    jobs.evaluate_checkpoint(row.pk)
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and "cancelled" in row.message
