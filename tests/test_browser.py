@@ -140,6 +140,10 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-flips"), "the flips heatmap"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")) == 2
 
+    # Plotly is fetched when a chart comes near the viewport: scroll to them.
+    browser.execute_script("document.getElementById('chart-flips').scrollIntoView();")
+    wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-flips .main-svg .hm"),
+               20, "the charts drawn once scrolled to")
     # Plotly came from our own static files and drew the charts.
     assert browser.execute_script("return typeof window.Plotly === 'object' "
                                   "&& typeof window.Plotly.newPlot === 'function';")

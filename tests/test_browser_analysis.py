@@ -79,6 +79,8 @@ def test_the_heatmap_and_the_pairs_table_lead_to_the_pair_page(browser, live_ser
     evaluation = evaluation_with_cache(owner, tmp_path)
     log_in(browser, live_server)
     browser.get(live_server.url + evaluation.get_absolute_url())
+    # Plotly is fetched when a chart comes near the viewport.
+    browser.execute_script("document.getElementById('chart-flips').scrollIntoView();")
     wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-flips .main-svg .hm"),
                20, "the flips heatmap")
 

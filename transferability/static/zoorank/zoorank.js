@@ -203,7 +203,10 @@
       if (!plot) return;
       // plotly.min.js may be deferred: its figures are drawn at DOMContentLoaded (base.html),
       // and a figure has .on once drawn.
+      // Figures drawn late (plotly loaded when they come near the viewport) announce it.
+      var attached = false;
       function attach(tries) {
+        if (attached) return;
         if (typeof plot.on !== "function") {
           if (document.readyState === "loading") {
             document.addEventListener("DOMContentLoaded", function () { attach(tries); });
@@ -212,6 +215,7 @@
           }
           return;
         }
+        attached = true;
         plot.on("plotly_click", function (event) {
           var point = event.points && event.points[0];
           if (!point || point.x === point.y) return;
@@ -221,6 +225,7 @@
         });
       }
       attach(50);
+      document.addEventListener("zoorank:plotted", function () { attach(0); });
     });
   }
 
