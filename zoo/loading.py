@@ -16,16 +16,7 @@ def hub_offline() -> bool:
 
 def weights_location(checkpoint: Checkpoint) -> Path | None:
     """Local file of an uploaded or local-path checkpoint; None for the hub."""
-    source = checkpoint.weights_source
-    if source == Checkpoint.WeightsSource.UPLOAD:
-        if not checkpoint.weights_file:
-            raise WeightsError(f"{checkpoint.name}: no weights file was uploaded")
-        return Path(checkpoint.weights_file.path)
-    if source == Checkpoint.WeightsSource.LOCAL:
-        if not checkpoint.weights_path:
-            raise WeightsError(f"{checkpoint.name}: no local weights path is configured")
-        return Path(checkpoint.weights_path)
-    return None
+    return checkpoint.weights_location()
 
 
 def build_model(checkpoint: Checkpoint) -> torch.nn.Module:

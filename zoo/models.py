@@ -93,6 +93,25 @@ class Checkpoint(models.Model):
             "std": tuple(self.std),
         }
 
+    def weights_location(self):
+        """Local file of an uploaded or local-path checkpoint (a Path); None for the hub.
+
+        Raises WeightsError when the entry names no file. Needs no torch: pages call it.
+        """
+        from pathlib import Path
+
+        from .weights import WeightsError
+
+        if self.weights_source == self.WeightsSource.UPLOAD:
+            if not self.weights_file:
+                raise WeightsError(f"{self.name}: no weights file was uploaded")
+            return Path(self.weights_file.path)
+        if self.weights_source == self.WeightsSource.LOCAL:
+            if not self.weights_path:
+                raise WeightsError(f"{self.name}: no local weights path is configured")
+            return Path(self.weights_path)
+        return None
+
     def weights_identity(self) -> str:
         """What names these exact weights, for cache keys: it changes when they change."""
         if self.weights_source == self.WeightsSource.UPLOAD:

@@ -43,11 +43,9 @@ def checkpoint_detail(request, pk):
     from transferability.models import MetricScore, TruthResult
     from transferability.metrics import REGISTRY
 
-    from .loading import weights_location
-
     checkpoint = get_object_or_404(Checkpoint, pk=pk)
     try:
-        path = weights_location(checkpoint)
+        path = checkpoint.weights_location()  # no torch in a web process
     except Exception as exc:  # a misconfigured entry still gets its card
         path, weights_problem = None, str(exc)
     else:

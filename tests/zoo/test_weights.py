@@ -96,3 +96,34 @@ def test_the_weights_identity_changes_when_the_weights_do(tmp_path):
     checkpoint.weights_source = Checkpoint.WeightsSource.HUB
     checkpoint.hub_id = "timm/test_resnet.r160_in1k"
     assert checkpoint.weights_identity() == "hub:timm/test_resnet.r160_in1k" != as_local
+
+
+def test_the_checkpoint_page_does_not_import_torch(tmp_path):
+    """Pages run in web processes, which never load torch (seconds, and memory)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import os, sys, django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from django.test import Client
+from zoo.models import Checkpoint
+c = Checkpoint.objects.create(name="x", architecture="resnet18", weights_source="local",
+                              weights_path="/nowhere/x.safetensors", input_size=[3, 8, 8],
+                              mean=[0.5] * 3, std=[0.5] * 3)
+client = Client()
+client.force_login(get_user_model().objects.create_user("u", password="p"))
+response = client.get(f"/zoo/{c.pk}/")
+print(response.status_code, "torch" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="config.test_settings", ZOORANK_VAR_DIR=str(tmp_path),
+               ALLOWED_HOSTS="testserver")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.getcwd())
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "200 False"
