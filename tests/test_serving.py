@@ -210,3 +210,16 @@ def test_a_figure_draws_with_plotly_deferred_or_not(browser, live_server, settin
     deferred = browser.execute_script(
         "return document.querySelector('script[src*=plotly]').defer")
     assert deferred == bool(defer)
+
+
+@pytest.mark.parametrize("url", ["/api/checkpoints/?search=a%00b", "/zoo/?q=%00",
+                                 "/api/evaluations/?page=1%00"])
+def test_a_nul_character_in_the_query_is_refused_with_a_reason(client, owner, url):
+    """PostgreSQL cannot take NUL in a string: it would have been a server error."""
+    client.force_login(owner)
+    response = client.get(url)
+    assert response.status_code == 400
+    assert "NUL characters" in response.content.decode()
+    if url.startswith("/api/"):
+        assert response.json() == {"detail": "NUL characters (\\x00) are not allowed in the "
+                                              "query string."}

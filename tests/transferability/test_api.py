@@ -474,3 +474,18 @@ def test_a_throttle_without_its_cache_lets_submissions_through(api, dataset, sub
         response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},
                             format="json")
         assert response.status_code == 202
+
+
+@pytest.mark.parametrize("url, body", [
+    ("/api/evaluations/", {"checkpoints": ["ck-a", "a\x00b"]}),
+    ("/api/transfers/", {"evaluation": 1, "teacher": "a\x00b", "student": "ck-a"}),
+])
+def test_a_nul_character_in_a_checkpoint_name_is_refused_not_a_server_error(api, dataset,
+                                                                            sent_tasks, url,
+                                                                            body):
+    """Found by the fuzzer on PostgreSQL, which refuses NUL in a query parameter."""
+    saved_checkpoint("ck-a")
+    response = api.post(url, {"dataset": dataset.pk, **body}, format="json")
+    assert response.status_code == 400, response.content
+    assert "NUL characters" in response.content.decode()
+    assert not sent_tasks

@@ -59,6 +59,7 @@ class AutoSchema(SpectacularAutoSchema):
             add("404", error("Not found, or not yours."))
         elif self.method == "GET" and self._is_list_view() and self._get_paginator():
             add("404", error("No such page (`page` past the last, or not a number)."))
+            add("400", error("A query parameter holds a NUL character."))
         if self.method == "POST" and getattr(self.view, "throttle_scope", None) == SUBMIT_SCOPE:
             add("429", OpenApiResponse(ThrottledSerializer,
                                        description="Too many submissions (ZOORANK_SUBMIT_RATE)."))

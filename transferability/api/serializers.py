@@ -48,6 +48,7 @@ class CheckpointChoiceField(serializers.Field):
         "invalid": 'Give a list of checkpoint ids (or names), or "all".',
         "unknown": "Unknown or disabled checkpoints: {names}.",
         "empty": "No enabled checkpoints to evaluate.",
+        "nul": "Checkpoint names cannot hold NUL characters (\\x00).",
     }
 
     def to_internal_value(self, data):
@@ -63,6 +64,8 @@ class CheckpointChoiceField(serializers.Field):
         names = [d for d in data if isinstance(d, str)]
         if len(ids) + len(names) != len(data):
             self.fail("invalid")
+        if any("\x00" in name for name in names):  # no name has one; PostgreSQL refuses them
+            self.fail("nul")
         possible = [d for d in ids if 0 < d < 2**63]  # others name no row, and overflow SQL
         chosen = list(enabled.filter(pk__in=possible)) + list(enabled.filter(name__in=names))
         found = {c.pk for c in chosen} | {c.name for c in chosen}
@@ -177,6 +180,8 @@ class CheckpointReferenceField(serializers.JSONField):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (int, str)) or data == "":
             raise serializers.ValidationError("Give a checkpoint id or name.")
+        if isinstance(data, str) and "\x00" in data:  # PostgreSQL refuses them in a query
+            raise serializers.ValidationError("Checkpoint names cannot hold NUL characters.")
         return data
 
 
