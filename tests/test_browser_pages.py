@@ -5,7 +5,7 @@ under var/screenshots/pages/."""
 import pytest
 
 from tests.test_browser import CHROMEDRIVER, CHROMIUM, SCREENSHOTS, wait_until
-from tests.test_browser_analysis import browser, console_errors, log_in, stores  # noqa: F401
+from tests.test_browser_analysis import console_errors, log_in
 from tests.transferability.test_analysis_pages import evaluation_with_cache
 
 pytestmark = [
@@ -16,6 +16,12 @@ pytestmark = [
 ]
 
 SHOTS = SCREENSHOTS / "pages"
+
+
+@pytest.fixture(autouse=True)
+def stores(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.ZOORANK_CACHE_DIR = tmp_path / "cache"
 
 
 def shoot(driver, name: str) -> None:

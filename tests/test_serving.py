@@ -13,9 +13,7 @@ from django.test import override_settings
 from django.urls import include, path
 
 from tests.conftest import ROOT
-from tests import test_browser
 
-browser = test_browser.browser  # the fixture: headless Chromium
 
 ONE_YEAR = 365 * 24 * 3600
 PLOTLY = "plotly/plotly.min.js"
