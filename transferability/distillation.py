@@ -262,15 +262,17 @@ def kl_dp_transfer(
     student_in = _Normalised(student_pixels, *student_norm, device)
     teacher, student = teacher.to(device), student.to(device)
 
-    heads = {}
-    for name, model, inputs in (("teacher", teacher, teacher_in), ("student", student, student_in)):
-        features = _outputs(model, inputs, train, pre_logits=True).numpy()
-        heads[name] = probe_head(features, labels[train], n_classes)
-    teacher_t = with_target_head(teacher, *heads["teacher"]).to(device).eval()
-    initial = with_target_head(student, *heads["student"]).to(device).eval()
+    # One pass per network over every image: the heads are fitted on the train rows of the
+    # pre-logits, and the frozen networks' logits are those pre-logits through their head.
     everything = np.arange(labels.size)
-    teacher_logits = _outputs(teacher_t, teacher_in, everything, pre_logits=False)
-    initial_logits = _outputs(initial, student_in, everything, pre_logits=False)
+    logits, heads = {}, {}
+    for name, model, inputs in (("teacher", teacher, teacher_in), ("student", student, student_in)):
+        features = _outputs(model, inputs, everything, pre_logits=True)
+        heads[name] = probe_head(features[train].numpy(), labels[train], n_classes)
+        weight, bias = heads[name]
+        logits[name] = features @ weight.T + bias
+    teacher_logits, initial_logits = logits["teacher"], logits["student"]
+    initial = with_target_head(student, *heads["student"]).to(device).eval()
     y = torch.as_tensor(labels)
 
     trained = copy.deepcopy(initial).train()

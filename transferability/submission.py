@@ -88,6 +88,14 @@ def enqueue(evaluation_id: int, result_ids: list[int] | None = None) -> None:
             status=Status.FAILED, finished_at=timezone.now(), message=message)
 
 
+def require_a_held_out_split(dataset: TargetDataset) -> None:
+    """Ground truth and transfers train on part of each class and test on the rest."""
+    few = [name for name, count in zip(dataset.class_names, dataset.class_counts) if count < 2]
+    if few:
+        raise SubmissionError("every class needs at least 2 images (one to train on, one to "
+                              f"test on); classes with fewer: {', '.join(few[:10])}")
+
+
 def _check_source_classes(dataset: TargetDataset, checkpoints: list[Checkpoint]) -> None:
     for checkpoint in checkpoints:
         missing = [c for c in dataset.class_names if c not in checkpoint.source_classes]

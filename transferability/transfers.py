@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Evaluation, Status, Transfer
-from .submission import Conflict, SubmissionError
+from .submission import Conflict, SubmissionError, require_a_held_out_split
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,7 @@ def submit_transfer(owner, evaluation: Evaluation, teacher, student,
     student = _finished_checkpoint(evaluation, student, "student")
     if teacher.pk == student.pk:
         raise SubmissionError("teacher and student must be different checkpoints")
-    few = [name for name, count in zip(evaluation.dataset.class_names,
-                                       evaluation.dataset.class_counts) if count < 2]
-    if few:
-        raise SubmissionError("every class needs at least 2 images (one to train on, one to "
-                              f"test on); classes with fewer: {', '.join(few[:10])}")
+    require_a_held_out_split(evaluation.dataset)
     with transaction.atomic():
         transfer = Transfer.objects.create(owner=owner, evaluation=evaluation, teacher=teacher,
                                            student=student, variant=variant)

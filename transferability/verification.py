@@ -22,7 +22,7 @@ from .ground_truth import standard_error
 from .metrics import REGISTRY
 from .models import Evaluation, GroundTruth, Status, TruthResult
 from .ranking import ranking_summary
-from .submission import Conflict, SubmissionError
+from .submission import Conflict, SubmissionError, require_a_held_out_split
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,7 @@ def submit_truth(evaluation: Evaluation, checkpoints=None, mode: str = GroundTru
         chosen = list({c.pk: c for c in chosen}.values())
         if not chosen:
             raise SubmissionError("choose at least one checkpoint")
-    few = [name for name, count in zip(evaluation.dataset.class_names,
-                                       evaluation.dataset.class_counts) if count < 2]
-    if few:
-        raise SubmissionError("every class needs at least 2 images (one to train on, one to "
-                              f"test on); classes with fewer: {', '.join(few[:10])}")
+    require_a_held_out_split(evaluation.dataset)
     with transaction.atomic():
         Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
         existing = GroundTruth.objects.filter(evaluation=evaluation).first()

@@ -46,6 +46,20 @@ class Features:
     stage_names: list[str]
 
 
+def claim(model, pk: int, gave_up: str, **also) -> bool:
+    """Take an unfinished row of ``model`` (a checkpoint result, a ground-truth row, a
+    transfer) for this worker; at most MAX_ATTEMPTS claims in all. A row claimed that often
+    already (its worker died each time) is recorded as failed with ``gave_up``."""
+    if model.objects.filter(pk=pk, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS).update(
+            status=Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
+            message="", **also):
+        return True
+    model.objects.filter(pk=pk, status__in=UNFINISHED).update(
+        status=Status.FAILED, finished_at=timezone.now(),
+        message=f"{gave_up}, {MAX_ATTEMPTS} times")
+    return False
+
+
 def evaluate_checkpoint(result_id: int) -> int | None:
     """Score one checkpoint; return the evaluation id if the final step is now ours.
 
@@ -57,15 +71,8 @@ def evaluate_checkpoint(result_id: int) -> int | None:
                      .values_list("evaluation_id", flat=True).first())
     if evaluation_id is None:
         return None  # deleted with its evaluation
-    claimed = CheckpointResult.objects.filter(
-        pk=result_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
-    ).update(status=Status.RUNNING, started_at=timezone.now(), message="",
-             attempts=F("attempts") + 1, heartbeat_at=timezone.now())
-    if not claimed:
-        CheckpointResult.objects.filter(pk=result_id, status__in=UNFINISHED).update(
-            status=Status.FAILED, finished_at=timezone.now(),
-            message=f"the worker stopped while scoring this checkpoint, {MAX_ATTEMPTS} times",
-        )
+    if not claim(CheckpointResult, result_id, "the worker stopped while scoring this checkpoint",
+                 started_at=timezone.now()):
         # Already finished: but the run that finished it may have died before the final
         # step was claimed or enqueued. finalize_evaluation is safe to run twice.
         if claim_final_step(evaluation_id) or Evaluation.objects.filter(

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import F
 from django.utils import timezone
 from safetensors.torch import save_file
 
@@ -24,20 +23,13 @@ from zoo.weights import sha256_of_path
 from . import healing
 from .device import choose_device
 from .extraction import cached_pixels
-from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples
+from .jobs import _reason, claim, dataset_samples
 
 log = logging.getLogger(__name__)
 
 
 def transfer_knowledge(transfer_id: int) -> None:
-    claimed = Transfer.objects.filter(
-        pk=transfer_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
-    ).update(status=Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
-             message="")
-    if not claimed:
-        Transfer.objects.filter(pk=transfer_id, status__in=UNFINISHED).update(
-            status=Status.FAILED, finished_at=timezone.now(),
-            message=f"the worker stopped during this transfer, {MAX_ATTEMPTS} times")
+    if not claim(Transfer, transfer_id, "the worker stopped during this transfer"):
         return
     transfer = Transfer.objects.select_related("evaluation__dataset", "teacher", "student").get(
         pk=transfer_id)

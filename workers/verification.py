@@ -10,7 +10,6 @@ import logging
 import time
 
 import numpy as np
-from django.db.models import F
 from django.utils import timezone
 
 from transferability.ground_truth import finetune_accuracy, probe_accuracy_on_split, truth_split
@@ -20,7 +19,7 @@ from zoo.loading import build_model
 from . import caches, healing
 from .device import choose_device
 from .extraction import PRE_LOGITS, cached_pixels
-from .jobs import MAX_ATTEMPTS, UNFINISHED, _reason, dataset_samples, obtain_features
+from .jobs import UNFINISHED, _reason, claim, dataset_samples, obtain_features
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +30,8 @@ def verify_checkpoint(truth_result_id: int) -> int | None:
                 .values_list("truth_id", flat=True).first())
     if truth_id is None:
         return None  # deleted with its evaluation, or replaced by a newer request
-    claimed = TruthResult.objects.filter(
-        pk=truth_result_id, status__in=UNFINISHED, attempts__lt=MAX_ATTEMPTS
-    ).update(status=Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=timezone.now(),
-             message="")
-    if not claimed:
-        TruthResult.objects.filter(pk=truth_result_id, status__in=UNFINISHED).update(
-            status=Status.FAILED, finished_at=timezone.now(),
-            message=f"the worker stopped while measuring this checkpoint, {MAX_ATTEMPTS} times")
+    if not claim(TruthResult, truth_result_id,
+                 "the worker stopped while measuring this checkpoint"):
         return truth_id if claim_truth_final(truth_id) else None
     row = TruthResult.objects.select_related("truth__evaluation__dataset", "checkpoint").get(
         pk=truth_result_id)
