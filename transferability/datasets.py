@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import shutil
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -13,14 +12,11 @@ from django.db import transaction
 from PIL import Image
 
 from .archives import ArchiveError, ArchiveLimits, read_manifest, unpack_image_folder
+from .dataset_store import datasets_root, publish, remove
 from .models import TargetDataset
 
 __all__ = ["ArchiveError", "create_target_dataset", "datasets_root", "image_statistics",
            "ensure_statistics", "dataset_warnings"]
-
-
-def datasets_root() -> Path:
-    return Path(settings.MEDIA_ROOT) / "datasets"
 
 
 def archive_limits() -> ArchiveLimits:
@@ -40,6 +36,7 @@ def create_target_dataset(owner, name: str, archive) -> TargetDataset:
     unpacked = unpack_image_folder(archive, dest, archive_limits())
     try:
         stats = image_statistics(dest, unpacked.files)
+        publish(store_dir, dest)
         with transaction.atomic():
             return TargetDataset.objects.create(
                 owner=owner,
@@ -53,7 +50,7 @@ def create_target_dataset(owner, name: str, archive) -> TargetDataset:
                 image_stats=stats,
             )
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        remove(store_dir)
         raise
 
 

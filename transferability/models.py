@@ -1,6 +1,5 @@
 """Target datasets, evaluations and their results."""
 
-import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -43,12 +42,15 @@ class TargetDataset(models.Model):
 
     @property
     def root(self) -> Path:
-        return Path(settings.MEDIA_ROOT) / "datasets" / self.store_dir
+        """A local folder with the dataset's files (fetched from the store if need be)."""
+        from .dataset_store import local_root
+        return local_root(self.store_dir)
 
     def delete(self, *args, **kwargs):
-        root = self.root
+        from .dataset_store import remove
+        store_dir = self.store_dir
         result = super().delete(*args, **kwargs)
-        shutil.rmtree(root, ignore_errors=True)
+        remove(store_dir)
         return result
 
 
