@@ -42,6 +42,22 @@
     return status ? status.charAt(0).toUpperCase() + status.slice(1) : "";
   }
 
+  // A score as the server writes it (Python's "%.5g"): 5 significant digits, no trailing
+  // zeros, an exponent below 1e-4 and from 1e5 on ("1.2346e+05").
+  function formatScore(value) {
+    var v = Number(value);
+    if (!isFinite(v)) return String(v);
+    if (v === 0) return "0";
+    var trim = function (s) { return s.indexOf(".") < 0 ? s : s.replace(/0+$/, "").replace(/\.$/, ""); };
+    var parts = v.toExponential(4).split("e");
+    var exponent = parseInt(parts[1], 10);
+    if (exponent < -4 || exponent >= 5) {
+      var digits = String(Math.abs(exponent));
+      return trim(parts[0]) + "e" + (exponent < 0 ? "-" : "+") + (digits.length < 2 ? "0" : "") + digits;
+    }
+    return trim(v.toFixed(4 - exponent));
+  }
+
   function watchEvaluation() {
     var state = document.getElementById("evaluation-state");
     if (!state) return;
@@ -66,16 +82,18 @@
             var bar = row.querySelector(".result-progress");
             var count = row.querySelector(".result-count");
             if (bar) { bar.max = r.images_total || 1; bar.value = r.images_done; }
-            if (count) count.textContent = r.images_done + "/" + r.images_total;
+            if (count) count.textContent = r.images_total ? r.images_done + "/" + r.images_total : "";
             var status = row.querySelector(".result-status .badge");
             if (status) { status.textContent = statusLabel(r.status); status.className = "badge " + r.status; }
+            var meter = row.querySelector(".result-meter");
+            if (meter && finished.indexOf(r.status) >= 0) meter.remove();  // as the server renders it
             // Scores fill in as each checkpoint finishes.
             Object.keys(r.scores || {}).forEach(function (metric) {
               var value = r.scores[metric];
               var cell = row.querySelector('td[data-metric="' + CSS.escape(metric) + '"]');
               if (!cell || value === null || value === undefined) return;
               cell.setAttribute("data-sort", value);
-              cell.textContent = Number(value).toPrecision(5).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+              cell.textContent = formatScore(value);
               cell.classList.add("filled");
             });
           });
