@@ -262,3 +262,17 @@ LOGGING = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_KEEP_ONLY_HASHED_FILES = True  # the plain names come from the finders
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# Object storage ----------------------------------------------------------------------------
+# ZOORANK_STORAGE_URL=s3://bucket/prefix keeps uploads, datasets, weights and features in an
+# S3-compatible store (django-storages), shared by every host; endpoint and credentials come
+# from boto3's variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_DEFAULT_REGION). Each host then keeps what it uses in ZOORANK_CACHE_DIR, at most
+# ZOORANK_LOCAL_CACHE_GB, least recently used first out (config/local_cache.py). Unset, the
+# local file system under MEDIA_ROOT is the store.
+ZOORANK_STORAGE_URL = env_str("ZOORANK_STORAGE_URL")
+ZOORANK_LOCAL_CACHE_GB = env_float("ZOORANK_LOCAL_CACHE_GB", 50)
+if ZOORANK_STORAGE_URL:
+    from .local_cache import s3_storage
+
+    STORAGES["default"] = s3_storage(ZOORANK_STORAGE_URL)

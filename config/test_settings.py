@@ -16,8 +16,10 @@ from .settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
 
 # Plain names, no collectstatic: tests/test_serving.py collects and checks the real storage.
+# The default storage is the settings' own: the file system, or the object store that
+# ZOORANK_STORAGE_URL names (a worker that a test starts against its S3 server).
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": STORAGES["default"],  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # No test is throttled by accident; tests/transferability/test_api.py lowers it to test 429.

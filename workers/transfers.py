@@ -84,14 +84,28 @@ def save_distilled(transfer: Transfer, model, report: dict) -> Checkpoint:
     student, teacher = transfer.student, transfer.teacher
     dataset = transfer.evaluation.dataset
     name = f"{student.name[:80]}.kldp_from_{teacher.name[:80]}_{transfer.pk}"
-    folder = Path(settings.MEDIA_ROOT) / "weights" / "distilled"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    from config.local_cache import local_cache, publish_file, store_is_remote
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if store_is_remote():  # in the object store, where every host finds it
+        # Short: a FileField holds 100 characters; the transfer names it uniquely.
+        object_name = f"weights/distilled/transfer_{transfer.pk}.safetensors"
+        path = local_cache().temporary(".safetensors")
+        save_file(state, str(path))
+        sha256 = sha256_of_path(path)
+        publish_file(object_name, path, f"weights/{sha256}/transfer_{transfer.pk}.safetensors")
+        weights = dict(weights_source=Checkpoint.WeightsSource.UPLOAD, weights_file=object_name,
+                       weights_sha256=sha256)
+    else:
+        folder = Path(settings.MEDIA_ROOT) / "weights" / "distilled"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.safetensors"
+        save_file(state, str(path))
+        weights = dict(weights_source=Checkpoint.WeightsSource.LOCAL,
+                       weights_path=str(path.resolve()), weights_sha256=sha256_of_path(path))
     return Checkpoint.objects.create(
         name=name, architecture=student.architecture, pretrained_tag="",
-        family=student.family, weights_source=Checkpoint.WeightsSource.LOCAL,
-        weights_path=str(path.resolve()), weights_sha256=sha256_of_path(path),
+        family=student.family, **weights,
         model_kwargs=student.model_kwargs, input_size=student.input_size,
         interpolation=student.interpolation, crop_pct=student.crop_pct,
         crop_mode=student.crop_mode, mean=student.mean, std=student.std,

@@ -11,6 +11,7 @@ the same recipe, and whose weights file still has the recorded sha256, is not tr
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -23,11 +24,13 @@ import torch
 from django.conf import settings
 from tqdm import tqdm
 
+from config.local_cache import local_cache, publish_file, store_is_remote
+
 from .models import Checkpoint
 from .pretraining import TRAIN_THREADS, reproducible, save_weights, split_indices, train_classifier
 from .source_tasks import SIZE, SOURCE_TASKS, SourceTask
 from .timm_catalog import feature_dim_of
-from .weights import sha256_of_path
+from .weights import WeightsError, sha256_of_path
 
 # Bump when the source-task generators or the training loop change what a recipe makes:
 # it is part of every recipe, so old checkpoints are then rebuilt.
@@ -141,13 +144,22 @@ MEASURED = ("train_images", "held_out_images", "seconds")
 
 def is_current(checkpoint: Checkpoint | None, recipe: dict) -> bool:
     """Registered with this recipe, and its weights file still holds the recorded bytes."""
-    if checkpoint is None or not checkpoint.weights_sha256 or not checkpoint.weights_path:
+    stored_file = (checkpoint is not None and checkpoint.weights_source
+                   == Checkpoint.WeightsSource.UPLOAD and bool(checkpoint.weights_file))
+    if checkpoint is None or not checkpoint.weights_sha256 or not (checkpoint.weights_path
+                                                                   or stored_file):
         return False
     recipe_wanted = {k: v for k, v in recipe.items() if k not in MEASURED}
     recipe_stored = {k: v for k, v in (checkpoint.recipe or {}).items() if k not in MEASURED}
     if recipe_wanted != recipe_stored:
         return False
-    path = Path(checkpoint.weights_path)
+    if stored_file:  # in the object store: this host's copy of it
+        try:
+            path = checkpoint.weights_location()
+        except WeightsError:
+            return False
+    else:
+        path = Path(checkpoint.weights_path)
     return path.is_file() and sha256_of_path(path) == checkpoint.weights_sha256
 
 
@@ -190,8 +202,22 @@ def build_checkpoint(recipe: DemoRecipe, seed: int = 0, weights_dir: Path | None
             learning_rate=recipe.learning_rate, mean=task.mean, std=task.std, seed=train_seed,
             augmentation=recipe.augmentation, weight_decay=recipe.weight_decay,
             batch_size=recipe.batch_size)
-    path = (weights_dir or default_weights_dir()) / f"{recipe.name}.safetensors"
-    sha256 = save_weights(model, path)
+    if store_is_remote():  # the object store keeps the weights for every host
+        object_name = f"weights/{recipe.name}.safetensors"
+        folder = local_cache().temporary()
+        try:
+            sha256 = save_weights(model, folder / f"{recipe.name}.safetensors")
+            publish_file(object_name, folder / f"{recipe.name}.safetensors",
+                         f"weights/{sha256}/{recipe.name}.safetensors")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        weights = dict(weights_source=Checkpoint.WeightsSource.UPLOAD, weights_path="",
+                       weights_file=object_name)
+    else:
+        path = (weights_dir or default_weights_dir()) / f"{recipe.name}.safetensors"
+        sha256 = save_weights(model, path)
+        weights = dict(weights_source=Checkpoint.WeightsSource.LOCAL,
+                       weights_path=str(path.resolve()), weights_file="")
     seconds = round(time.perf_counter() - started, 1)
     stored = recipe.describe(seed, limit, train_images=len(train_idx),
                              held_out_images=len(test_idx), seconds=seconds)
@@ -199,8 +225,7 @@ def build_checkpoint(recipe: DemoRecipe, seed: int = 0, weights_dir: Path | None
         architecture=recipe.architecture,
         pretrained_tag=recipe.name.split(".", 1)[1],
         family=recipe.family,
-        weights_source=Checkpoint.WeightsSource.LOCAL,
-        weights_path=str(path.resolve()),
+        **weights,
         weights_sha256=sha256,
         model_kwargs=recipe.model_kwargs,
         input_size=[3, SIZE, SIZE],

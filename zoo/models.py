@@ -97,6 +97,8 @@ class Checkpoint(models.Model):
         """Local file of an uploaded or local-path checkpoint (a Path); None for the hub.
 
         Raises WeightsError when the entry names no file. Needs no torch: pages call it.
+        With an object store, an uploaded file is fetched into this host's cache (kept there
+        under its sha256, so a replaced file is fetched again) and that copy's path returned.
         """
         from pathlib import Path
 
@@ -105,7 +107,17 @@ class Checkpoint(models.Model):
         if self.weights_source == self.WeightsSource.UPLOAD:
             if not self.weights_file:
                 raise WeightsError(f"{self.name}: no weights file was uploaded")
-            return Path(self.weights_file.path)
+            from config.local_cache import fetch_file, store_is_remote
+
+            if not store_is_remote():
+                return Path(self.weights_file.path)
+            name = self.weights_file.name
+            try:
+                return fetch_file(name, f"weights/{self.weights_sha256 or 'unhashed'}/"
+                                        f"{Path(name).name}")
+            except FileNotFoundError:
+                raise WeightsError(f"{self.name}: weights file {name} is not in the store") \
+                    from None
         if self.weights_source == self.WeightsSource.LOCAL:
             if not self.weights_path:
                 raise WeightsError(f"{self.name}: no local weights path is configured")
