@@ -77,7 +77,13 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
                "the dataset page after uploading")
     dataset = TargetDataset.objects.get()
     assert browser.current_url.endswith(dataset.get_absolute_url())
-    assert "Dataset shapes uploaded: 24 images in 3 classes." in browser.page_source
+    assert "Dataset shapes uploaded" in browser.page_source
+    # The dataset page offers the evaluation once the images are checked and unpacked
+    # (a page that follows the ingest reloads itself into it).
+    wait_until(browser, lambda d: d.find_elements(By.ID, "evaluate-form"), 60,
+               "the dataset ready to evaluate")
+    dataset.refresh_from_db()
+    assert (dataset.num_images, dataset.num_classes) == (24, 3)
 
     # Start an evaluation of both checkpoints (checked by default) on every metric.
     boxes = browser.find_elements(By.CSS_SELECTOR, "input[name=checkpoints]")
