@@ -29,6 +29,58 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# Security ------------------------------------------------------------------------------------
+# ZOORANK_HTTPS=1 (production behind TLS): http is redirected to https, cookies are sent over
+# https only, and browsers are told to use https for ZOORANK_HSTS_SECONDS (a year). Behind a
+# proxy that terminates TLS and sets X-Forwarded-Proto, also ZOORANK_TRUST_X_FORWARDED_PROTO=1.
+# `DEBUG=0 SECRET_KEY=... ALLOWED_HOSTS=... ZOORANK_HTTPS=1 manage.py check --deploy` is clean.
+ZOORANK_HTTPS = env_bool("ZOORANK_HTTPS", False)
+SECURE_SSL_REDIRECT = ZOORANK_HTTPS
+SESSION_COOKIE_SECURE = ZOORANK_HTTPS
+CSRF_COOKIE_SECURE = ZOORANK_HTTPS
+SECURE_HSTS_SECONDS = env_int("ZOORANK_HSTS_SECONDS", 365 * 24 * 3600) if ZOORANK_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ZOORANK_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("ZOORANK_HSTS_PRELOAD", True)
+if env_bool("ZOORANK_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Inline event handlers allowed by their hash (CSP 'unsafe-hashes'); every other inline script
+# needs the request's nonce: <script nonce="{{ request.csp_nonce }}">.
+ZOORANK_CSP_INLINE_HANDLERS = [
+    "return confirm('Delete this dataset and its evaluations?')",  # the dataset page
+    "this.select()",  # the token page
+]
+
+
+def _csp_hash(source: str) -> str:
+    import base64
+    import hashlib
+
+    return "'sha256-%s'" % base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+
+
+# config/middleware.py sends it on every response; "{nonce}" is the request's nonce. Plotly,
+# Swagger UI and the admin are served from here; styles may be inline (plotly sets them).
+ZOORANK_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'", "'nonce-{nonce}'"]
+    + (["'unsafe-hashes'"] + [_csp_hash(h) for h in ZOORANK_CSP_INLINE_HANDLERS]
+       if ZOORANK_CSP_INLINE_HANDLERS else []),
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:", "blob:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# End of security ---------------------------------------------------------------------------
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -49,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

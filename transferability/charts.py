@@ -16,6 +16,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from config.middleware import nonce_scripts
+
 _KEPT = ("autotypenumbers", "colorway", "font", "hovermode", "hoverlabel", "paper_bgcolor",
          "plot_bgcolor", "xaxis", "yaxis", "shapedefaults", "annotationdefaults", "title")
 LIGHT_TEMPLATE = {"layout": {key: value for key, value in
@@ -37,8 +39,9 @@ def _html(fig, div_id: str, top: int = 40, bottom: int = 40) -> str:
     layout = fig.setdefault("layout", {})
     layout["margin"] = dict(l=40, r=20, t=top, b=bottom)
     layout["template"] = LIGHT_TEMPLATE
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
-                       config=CONFIG, validate=False)
+    # Its <script> carries the request's CSP nonce (the figure's data is JSON-escaped).
+    return nonce_scripts(pio.to_html(fig, include_plotlyjs=False, full_html=False,
+                                     div_id=div_id, config=CONFIG, validate=False))
 
 
 def _title(text: str, x: float = 0.05) -> dict:
