@@ -191,6 +191,9 @@ def test_scores_fill_in_live_as_checkpoints_finish(browser, live_server, owner, 
     row = browser.find_element(By.CSS_SELECTOR, f'#ranking tr[data-checkpoint="{names[1]}"]')
     assert row.find_element(By.CSS_SELECTOR, ".result-status .badge").text == "Done"
     assert not row.find_elements(By.CSS_SELECTOR, ".result-progress")
+    second.checkpoint.refresh_from_db()
+    assert row.find_element(By.CSS_SELECTOR, "td.dim").text == str(second.feature_dim)
+    assert row.find_element(By.CSS_SELECTOR, "td.params").text == f"{second.checkpoint.param_count:,}"
     live_cells = score_cells(browser, names[1])
 
     # The last checkpoint finishes the evaluation: the page reloads itself once, complete.

@@ -87,7 +87,16 @@
             if (status) { status.textContent = statusLabel(r.status); status.className = "badge " + r.status; }
             var meter = row.querySelector(".result-meter");
             if (meter && finished.indexOf(r.status) >= 0) meter.remove();  // as the server renders it
-            // Scores fill in as each checkpoint finishes.
+            // Scores, d and the parameter count fill in as each checkpoint finishes.
+            var dim = row.querySelector("td.dim"), params = row.querySelector("td.params");
+            if (dim && r.status === "done" && r.checkpoint.feature_dim) {
+              dim.setAttribute("data-sort", r.checkpoint.feature_dim);
+              dim.textContent = r.checkpoint.feature_dim;
+            }
+            if (params && r.checkpoint.param_count) {
+              params.setAttribute("data-sort", r.checkpoint.param_count);
+              params.textContent = r.checkpoint.param_count.toLocaleString("en-US");
+            }
             Object.keys(r.scores || {}).forEach(function (metric) {
               var value = r.scores[metric];
               var cell = row.querySelector('td[data-metric="' + CSS.escape(metric) + '"]');
