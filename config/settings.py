@@ -329,3 +329,5 @@ if ZOORANK_STORAGE_URL:
     from .local_cache import s3_storage
 
     STORAGES["default"] = s3_storage(ZOORANK_STORAGE_URL)
+    # boto3 says where it found its endpoint on every client: not worth a line per client.
+    LOGGING.setdefault("loggers", {})["botocore"] = {"level": "WARNING"}

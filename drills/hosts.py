@@ -1,7 +1,7 @@
 """Many hosts: two Celery workers with nothing in common but PostgreSQL, Redis and S3.
 
-Meant to be called as ``run_two_hosts(...) -> bool`` (from drills/run.py or a shell:
-``.venv/bin/python -c "import drills.hosts as h; raise SystemExit(not h.run_two_hosts())"``).
+Meant to be called as ``run_two_hosts(...) -> bool`` (from drills/run.py, or from a shell:
+``.venv/bin/python drills/hosts.py``; needs PostgreSQL and Redis on 127.0.0.1).
 It starts moto's S3-compatible server, makes a throwaway PostgreSQL database and uses one
 Redis database, starts two workers whose var, media and cache folders are their own (as two
 machines would have), splits one evaluation of a small zoo between them, stops one, and runs
@@ -104,7 +104,8 @@ def host_environment(host_dir: Path, *, storage_url: str, endpoint: str, redis_u
     return env
 
 
-def start_worker(env: dict, label: str, log_path: Path, timeout: float = 120) -> subprocess.Popen:
+def start_worker(env: dict, label: str, log_path: Path, timeout: float = 120,
+                 wait: bool = True) -> subprocess.Popen:
     """A real Celery worker named ``label@<host>`` on queues gpu and cpu, logging to a file."""
     for folder in ("ZOORANK_VAR_DIR", "MEDIA_ROOT", "ZOORANK_CACHE_DIR"):
         Path(env[folder]).mkdir(parents=True, exist_ok=True)
@@ -114,14 +115,20 @@ def start_worker(env: dict, label: str, log_path: Path, timeout: float = 120) ->
          "-c", "1", "--without-gossip", "--without-mingle", "--loglevel=INFO",
          "-n", f"{label}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    process.log_path = log_path
+    process.log_path, process.label = log_path, label
+    if wait:
+        wait_ready(process, timeout)
+    return process
+
+
+def wait_ready(process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while "ready." not in log_path.read_text():
+    while "ready." not in process.log_path.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"worker {label} did not start:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"worker {process.label} did not start:\n"
+                               f"{process.log_path.read_text()[-3000:]}")
         time.sleep(0.3)
-    return process
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -215,5 +222,158 @@ def evaluate(owner, dataset, checkpoints, metrics=("tmi", "logme"), timeout: flo
                        f"(status {evaluation.status})")
 
 
-def feature_entries(cache_dir: Path, key: str) -> bool:
+def has_features(cache_dir: Path, key: str) -> bool:
+    """Whether this host's cache holds the pre-logits features under ``key``."""
     return (Path(cache_dir) / "features" / key[:2] / key / "pre_logits.npy").is_file()
+
+
+def two_host_scenario(owner, dataset, checkpoints, workers: dict, sent: list, check) -> None:
+    """One evaluation split between the two ``workers`` (label: process, whose env names its
+    cache), then, with the first stopped, a second one on the other that extracts nothing.
+
+    ``sent``: (task id, name, args) of every task this process sends; ``check(ok, what)``
+    records one check.
+    """
+    from transferability.models import Status
+
+    (label_a, worker_a), (label_b, worker_b) = workers.items()
+    caches_of = {label: Path(w.env["ZOORANK_CACHE_DIR"]) for label, w in workers.items()}
+
+    first = evaluate(owner, dataset, checkpoints)
+    results = list(first.results.select_related("checkpoint"))
+    check(first.status == Status.DONE and all(r.status == Status.DONE for r in results),
+          "the first evaluation is done with every checkpoint scored"
+          + (f" ({first.message})" if first.message else ""))
+    by_result = {args[0]: task_id for task_id, name, args in sent
+                 if name.endswith("evaluate_checkpoint")}
+    finished = tasks_by_host({label: w.log_path for label, w in workers.items()})
+    host_of = {}
+    for r in results:
+        hosts = [label for label, ids in finished.items() if by_result.get(r.pk) in ids]
+        check(len(hosts) == 1 and r.attempts == 1,
+              f"{r.checkpoint.name} was scored once, by {', '.join(hosts) or 'no host'} "
+              f"(attempts {r.attempts})")
+        host_of[r.pk] = hosts[0] if hosts else None
+    counts = {label: sum(1 for h in host_of.values() if h == label) for label in workers}
+    check(all(counts.values()), f"both hosts scored checkpoints: {counts}")
+    check(all(not r.features_cached for r in results), "the first evaluation extracted features")
+    keys = {r.pk: r.feature_key for r in results}
+    for label, cache in caches_of.items():
+        check((cache / "datasets" / dataset.store_dir / "manifest.json").is_file(),
+              f"{label} fetched the dataset from the store into its own cache")
+        mine = [r for r in results if host_of[r.pk] == label]
+        check(all(has_features(cache, keys[r.pk]) for r in mine),
+              f"{label} holds the features it extracted")
+        check(all(any((cache / "weights" / r.checkpoint.weights_sha256).glob("*.safetensors"))
+                  for r in mine), f"{label} fetched the weights it used from the store")
+
+    stop(worker_a)
+    scores = {r.checkpoint_id: r.scores.get(metric="tmi", layer="pre_logits").value
+              for r in results}
+    second = evaluate(owner, dataset, checkpoints, metrics=("tmi",))
+    again = list(second.results.select_related("checkpoint"))
+    check(second.status == Status.DONE and all(r.status == Status.DONE for r in again),
+          f"the second evaluation is done on {label_b} alone"
+          + (f" ({second.message})" if second.message else ""))
+    check(all(r.features_cached and r.extraction_seconds == 0 for r in again),
+          "the second evaluation extracted nothing: every checkpoint's features were cached")
+    from_a = [r for r in results if host_of[r.pk] == label_a]
+    check(bool(from_a) and all(has_features(caches_of[label_b], keys[r.pk]) for r in from_a),
+          f"{label_b} fetched the {len(from_a)} checkpoints' features {label_a} stored")
+    check(all(abs(r.scores.get(metric="tmi", layer="pre_logits").value
+                  - scores[r.checkpoint_id]) < 1e-9 for r in again),
+          "TMI is the same from the shared features")
+
+
+def run_two_hosts(database_url: str = DRILL_DATABASE, redis_url: str = DRILL_REDIS,
+                  keep: bool = False) -> bool:
+    """The drill: a throwaway database ``database_url`` (``{name}`` is filled in), Redis
+    database ``redis_url`` (emptied), moto's S3 server and two workers. Prints each check;
+    returns True when all passed. ``keep`` leaves the folder with the logs."""
+    import shutil
+
+    base = Path(tempfile.mkdtemp(prefix="zoorank-hosts-"))
+    name = f"zoorank_hosts_{uuid.uuid4().hex[:10]}"
+    url = database_url.format(name=name)
+    failures, processes = [], []
+
+    def check(ok: bool, what: str) -> None:
+        print(f"  [{'ok' if ok else 'FAILED'}] {what}", flush=True)
+        if not ok:
+            failures.append(what)
+
+    print(f"two hosts ({base})", flush=True)
+    s3, endpoint = start_s3_server(base / "moto.log")
+    processes.append(s3)
+    created = False
+    try:
+        import psycopg2
+        import redis
+
+        admin = psycopg2.connect(database_url.format(name="postgres"))
+        admin.autocommit = True
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        admin.close()
+        created = True
+        redis.Redis.from_url(redis_url).flushdb()
+        bucket = f"zoorank-{uuid.uuid4().hex[:12]}"
+        create_bucket(endpoint, bucket)
+        storage_url = f"s3://{bucket}/zoorank"
+
+        def env_of(host: str) -> dict:
+            return host_environment(base / host, storage_url=storage_url, endpoint=endpoint,
+                                    redis_url=redis_url, database_url=url)
+
+        os.environ.clear()
+        os.environ.update(env_of("web"))  # this process is the web host
+        for folder in ("ZOORANK_VAR_DIR", "MEDIA_ROOT", "ZOORANK_CACHE_DIR"):
+            Path(os.environ[folder]).mkdir(parents=True, exist_ok=True)
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        owner = get_user_model().objects.create_user("hosts", password="hosts-password-1")
+        dataset = colour_dataset(owner, base)
+        checkpoints = [tiny_stored_checkpoint(n, a, seed) for n, a, seed in ZOO]
+        sent: list = []
+        from config.celery import app
+
+        app.send_task = sending_to(redis_url, sent)
+        workers = {}
+        for label in ("host-a", "host-b"):
+            worker = start_worker(env_of(label), label, base / f"{label}.log", wait=False)
+            worker.env = env_of(label)
+            workers[label] = worker
+            processes.append(worker)
+        for worker in workers.values():
+            wait_ready(worker)
+        two_host_scenario(owner, dataset, checkpoints, workers, sent, check)
+    except Exception as exc:  # the drill reports, it does not raise
+        check(False, f"the drill ran to the end ({type(exc).__name__}: {exc})")
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        if created:
+            try:
+                from django.db import connections
+
+                connections.close_all()
+            except Exception:
+                pass
+            import psycopg2
+
+            admin = psycopg2.connect(database_url.format(name="postgres"))
+            admin.autocommit = True
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
+        if not keep and not failures:
+            shutil.rmtree(base, ignore_errors=True)
+    print("PASS" if not failures else f"FAIL ({len(failures)} checks)", flush=True)
+    return not failures
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run_two_hosts() else 1)
