@@ -150,9 +150,11 @@ def _broken(request):
 def _figure_page(request):
     import plotly.graph_objects as go
 
-    figure = go.Figure(go.Bar(x=["a", "b"], y=[1, 2])).to_html(
+    from config.middleware import nonce_scripts
+
+    figure = nonce_scripts(go.Figure(go.Bar(x=["a", "b"], y=[1, 2])).to_html(
         include_plotlyjs=False, full_html=False, div_id="chart-test",
-        config={"displaylogo": False, "responsive": True})
+        config={"displaylogo": False, "responsive": True}))
     template = engines["django"].from_string(FIGURE_PAGE)
     defer = " defer" if request.GET.get("defer") else ""
     return HttpResponse(template.render({"figure": figure, "defer": defer}, request))
@@ -176,11 +178,11 @@ def test_an_exception_in_a_page_shows_the_server_error_page(client):
 # Plotly loaded with defer: figures wait for it instead of failing.
 
 FIGURE_PAGE = """{% extends "base.html" %}{% load static %}
-{% block head %}<script>window.errors = [];
+{% block head %}<script nonce="{{ request.csp_nonce }}">window.errors = [];
   window.addEventListener("error", function (e) { window.errors.push(e.message); });</script>
 <script{{ defer }} src="{% static 'plotly/plotly.min.js' %}"></script>{% endblock %}
 {% block content %}<p id="first">Before the figure.</p>{{ figure|safe }}{% endblock %}
-{% block scripts %}<script>document.addEventListener("DOMContentLoaded", function () {
+{% block scripts %}<script nonce="{{ request.csp_nonce }}">document.addEventListener("DOMContentLoaded", function () {
   // A page's own DOMContentLoaded handlers find the figure drawn, or being drawn.
   window.figureEvents = typeof document.getElementById("chart-test").on;
 });</script>{% endblock %}"""
