@@ -198,6 +198,9 @@ ZOORANK_CACHE_DIR = Path(env_str("ZOORANK_CACHE_DIR", str(VAR_DIR / "cache")))
 ZOORANK_STALL_MINUTES = env_float("ZOORANK_STALL_MINUTES", 30)
 ZOORANK_SWEEP_SECONDS = env_float("ZOORANK_SWEEP_SECONDS", 60)
 ZOORANK_TASK_TIME_LIMIT_MINUTES = env_float("ZOORANK_TASK_TIME_LIMIT_MINUTES", 120)
+# Fair queueing (transferability/dispatch.py): checkpoints one user may have queued or
+# running at once; the rest wait their turn. At least the number of GPU workers.
+ZOORANK_USER_IN_FLIGHT = env_int("ZOORANK_USER_IN_FLIGHT", 8)
 
 # Uploads stream to disk; archives are validated before anything is kept.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -208,6 +211,8 @@ ZOORANK_ARCHIVE_LIMITS = {
     "max_unpacked_bytes": env_int("ZOORANK_MAX_UNPACKED_MB", 8192) * 1024 * 1024,
     "max_ratio": env_int("ZOORANK_MAX_COMPRESSION_RATIO", 200),
     "max_pixels": env_int("ZOORANK_MAX_IMAGE_PIXELS", 50_000_000),
+    # Up to this share of unreadable images is skipped with a warning; more refuses.
+    "max_unreadable_fraction": env_float("ZOORANK_MAX_UNREADABLE_PERCENT", 1.0) / 100,
 }
 
 # Submissions (POST of datasets, evaluations, retries, ground truth, transfers) per user:

@@ -52,7 +52,7 @@ class Drill:
     def start_worker(self, env: dict, label: str) -> subprocess.Popen:
         log = Path(env["ZOORANK_VAR_DIR"]) / f"worker-{label}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-P", "solo",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,cpu", "-P", "solo",
              "-c", "1", "--without-gossip", "--without-mingle", "--loglevel=INFO",
              "-n", f"{label}@%h"],
             cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)

@@ -79,7 +79,7 @@ def worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     _purge_broker()
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-P", "solo",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,cpu", "-P", "solo",
          "-c", "1", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -1,10 +1,21 @@
 """Validating and unpacking an uploaded ImageFolder archive into the dataset store.
 
-Only this module unpacks archives. It refuses absolute paths, ``..``, links, encrypted
-entries, too many entries, too many bytes, suspicious compression ratios and images with
-too many pixels; every image must decode. Nothing is written outside the destination: the
-archive is unpacked into a temporary folder next to it and renamed into place only when
-everything passed.
+Only this module unpacks archives. What refuses an archive and what only warns:
+
+Refused (nothing is kept; the reason names the entry):
+- not a zip, or damaged; an encrypted entry; an absolute path, ``..`` or a link;
+- over a limit: archive bytes, entries, unpacked bytes, compression ratio of an entry;
+- an image outside a class folder, or fewer than 2 class folders with images;
+- unreadable images (not decodable, or over the pixel limit) in more than
+  ``max_unreadable_fraction`` of the images (1 % by default).
+
+Skipped with a warning (listed on the dataset, the rest is used):
+- unreadable images up to that fraction (say 3 among 10,000);
+- files inside a class folder that are not images (a stray ``notes.txt``);
+- README or licence files beside the class folders, ``__MACOSX``, dot files (silently).
+
+Nothing is written outside the destination: the archive is unpacked into a temporary
+folder next to it and renamed into place only when everything passed.
 """
 
 import hashlib
@@ -12,10 +23,11 @@ import json
 import os
 import shutil
 import stat
-import uuid
+import time
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -28,7 +40,23 @@ IMAGE_SUFFIXES = frozenset(
 MANIFEST = "manifest.json"
 _JUNK_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _RATIO_MIN_BYTES = 1 << 20  # small files may compress well without being a bomb
+# What refuses an archive and what is only skipped with a warning (shown on the upload page).
+INGEST_POLICY = {
+    "refused": [
+        "not a zip archive, or a damaged one",
+        "an encrypted entry, an absolute path, '..' or a link",
+        "over a limit: archive size, number of entries, unpacked size, compression ratio",
+        "an image outside a class folder; fewer than 2 class folders with images",
+        "more than {fraction} of the images unreadable (not decodable, or too many pixels)",
+    ],
+    "skipped": [
+        "unreadable images, up to {fraction} of the images: listed on the dataset page",
+        "files inside a class folder that are not images: listed on the dataset page",
+        "README or licence files beside the class folders, __MACOSX and dot files",
+    ],
+}
 _MAX_LISTED = 5
+PROGRESS_SECONDS = 1.0
 # What zipfile raises for a damaged archive: bad CRC, truncated data, unknown compression.
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError)
 
@@ -44,6 +72,7 @@ class ArchiveLimits:
     max_unpacked_bytes: int = 8 << 30
     max_ratio: int = 200
     max_pixels: int = 50_000_000
+    max_unreadable_fraction: float = 0.01
 
 
 @dataclass
@@ -52,6 +81,9 @@ class UnpackedDataset:
     class_counts: list[int]
     content_hash: str
     files: list[tuple[str, int]] = field(repr=False)  # (path under the dataset root, label)
+    # Per kept image, in sample order: (width, height, mode, format, sha256, bytes).
+    images: list[tuple] = field(default_factory=list, repr=False)
+    skipped: list[str] = field(default_factory=list)  # "entry: reason", left out with a warning
 
     @property
     def num_images(self) -> int:
@@ -59,10 +91,13 @@ class UnpackedDataset:
 
 
 def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
-                        limits: ArchiveLimits = ArchiveLimits()) -> UnpackedDataset:
+                        limits: ArchiveLimits = ArchiveLimits(),
+                        progress: Callable[[int, int], None] | None = None) -> UnpackedDataset:
     """Validate ``archive`` (a zip in ImageFolder layout) and unpack it into ``dest``.
 
     ``dest`` must not exist. On any problem an ArchiveError is raised and nothing is left.
+    ``progress(done, total)`` is called as image entries are unpacked (about once a
+    second); an exception it raises stops the unpacking, leaving nothing.
     """
     dest = Path(dest)
     if dest.exists():
@@ -78,12 +113,14 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
     except _DAMAGED as exc:
         raise ArchiveError(f"the archive is damaged: {exc}") from None
     with zf:
-        members = _image_members(zf, limits)
+        members, skipped = _image_members(zf, limits)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".unpacking-{uuid.uuid4().hex}"
+        tmp = unpacking_folder(dest)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an attempt whose process died
         tmp.mkdir()
         try:
-            unpacked = _extract(zf, members, tmp, limits)
+            unpacked = _extract(zf, members, tmp, limits, progress)
+            unpacked.skipped = skipped + unpacked.skipped
             os.replace(tmp, dest)
         except ArchiveError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -95,6 +132,11 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return unpacked
+
+
+def unpacking_folder(dest: Path) -> Path:
+    """Where ``dest`` is unpacked before it is renamed into place."""
+    return Path(dest).parent / f".unpacking-{Path(dest).name}"
 
 
 def read_manifest(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -113,7 +155,8 @@ def _size_of(archive) -> int:
     return end
 
 
-def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits):
+    """The image entries to unpack, and the entries skipped with a warning."""
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
         raise ArchiveError(f"the archive has {len(infos)} entries; the limit is "
@@ -155,14 +198,14 @@ def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zip
                                f"expected class_name/image.jpg")
         else:
             members.append((info, rel))
-    if stray:
-        raise ArchiveError(f"{len(stray)} files are not images ({_listed(stray)}); allowed: "
-                           f"{', '.join(sorted(IMAGE_SUFFIXES))}")
     classes = {rel.parts[0] for _, rel in members}
     if len(classes) < 2:
         found = f"found {len(classes)}" + (f" ({next(iter(classes))!r})" if classes else "")
-        raise ArchiveError(f"a target dataset needs at least 2 class folders with images; {found}")
-    return members
+        hint = (f" ({len(stray)} files are not images: {_listed(stray)}; allowed: "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))})" if stray else "")
+        raise ArchiveError(f"a target dataset needs at least 2 class folders with images; "
+                           f"{found}{hint}")
+    return members, [f"{path}: not an image file type" for path in stray]
 
 
 def _is_junk(path: PurePosixPath) -> bool:
@@ -184,29 +227,46 @@ def _strip_common_folder(files):
                  if len(rel.parts) > 1 and rel.parts[0] == head]
 
 
-def _extract(zf, members, tmp: Path, limits: ArchiveLimits) -> UnpackedDataset:
+def _extract(zf, members, tmp: Path, limits: ArchiveLimits, progress=None) -> UnpackedDataset:
     members = sorted(members, key=lambda m: (m[1].parts[0], str(m[1])))
     class_names = sorted({rel.parts[0] for _, rel in members})
     index = {name: i for i, name in enumerate(class_names)}
     bad: list[str] = []
-    records = []
+    records, images = [], []
     digest = hashlib.sha256()
+    allowed_bad = int(limits.max_unreadable_fraction * len(members))
+    last_report = time.monotonic()
     for n, (info, rel) in enumerate(members):
+        if progress is not None and time.monotonic() - last_report >= PROGRESS_SECONDS:
+            progress(n, len(members))
+            last_report = time.monotonic()
         label = index[rel.parts[0]]
         # Our own file names: nothing from the archive reaches the file system.
         stored = f"{label:05d}/{n:07d}{rel.suffix.lower()}"
         target = tmp / stored
         target.parent.mkdir(exist_ok=True)
         file_hash = _copy_member(zf, info, target)
-        problem = _check_image(target, limits.max_pixels)
+        problem, described = _check_image(target, limits.max_pixels)
         if problem:
             bad.append(f"{rel}: {problem}")
+            target.unlink()
+            if len(bad) > allowed_bad:
+                break
             continue
         records.append((stored, label, str(rel)))
+        images.append(described + (file_hash, info.file_size))
         digest.update(f"{rel.parts[0]}\0{file_hash}\n".encode())
-    if bad:
-        raise ArchiveError(f"{len(bad)} images could not be used: {_listed(bad)}")
+    if len(bad) > allowed_bad:
+        share = f"{limits.max_unreadable_fraction:.0%}".replace(".0%", "%")
+        raise ArchiveError(f"{len(bad)} images could not be used: {_listed(bad)}. That is "
+                           f"more than {share} of the {len(members)} images (up to "
+                           f"{allowed_bad} are skipped with a warning)")
     counts = Counter(label for _, label, _ in records)
+    if sum(1 for c in counts.values() if c) < 2:
+        raise ArchiveError("a target dataset needs at least 2 class folders with readable "
+                           f"images; unreadable: {_listed(bad)}")
+    if progress is not None:
+        progress(len(members), len(members))
     manifest = {
         "class_names": class_names,
         "files": [list(r) for r in records],
@@ -217,6 +277,8 @@ def _extract(zf, members, tmp: Path, limits: ArchiveLimits) -> UnpackedDataset:
         class_counts=[counts[i] for i in range(len(class_names))],
         content_hash=digest.hexdigest(),
         files=[(stored, label) for stored, label, _ in records],
+        images=images,
+        skipped=bad,
     )
 
 
@@ -234,20 +296,21 @@ def _copy_member(zf, info, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_image(path: Path, max_pixels: int) -> str | None:
+def _check_image(path: Path, max_pixels: int) -> tuple[str | None, tuple]:
+    """(the problem, or None; and (width, height, mode, format) of a good image)."""
     try:
         with Image.open(path) as im:
             width, height = im.size
             if width * height > max_pixels:
-                return f"{width}x{height} pixels is over the limit of {max_pixels}"
+                return f"{width}x{height} pixels is over the limit of {max_pixels}", ()
             im.load()
+            return None, (width, height, im.mode, im.format or "?")
     except UnidentifiedImageError:
-        return "not an image format that can be read"
+        return "not an image format that can be read", ()
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"does not decode ({str(exc).splitlines()[0][:120] or type(exc).__name__})"
+        return f"does not decode ({str(exc).splitlines()[0][:120] or type(exc).__name__})", ()
     except Image.DecompressionBombError as exc:
-        return str(exc)[:160]
-    return None
+        return str(exc)[:160], ()
 
 
 def _listed(items: list[str]) -> str:

@@ -1,22 +1,32 @@
-"""Turning an uploaded archive into a TargetDataset row and its folder in the store."""
+"""Turning an uploaded archive into a TargetDataset row and its folder in the store.
+
+Two paths: :func:`accept_upload` (the web page and the API) stores the archive as it
+arrived and answers at once with a row in state ``ingesting``, a worker then runs
+:func:`ingest_upload`; :func:`create_target_dataset` does both at once in this process
+(``manage.py demo``, scripts and tests).
+"""
 
 import hashlib
 import io
 import uuid
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 from PIL import Image
 
-from .archives import ArchiveError, ArchiveLimits, read_manifest, unpack_image_folder
+from .archives import (INGEST_POLICY, ArchiveError, ArchiveLimits, read_manifest,
+                       unpack_image_folder)
 from .dataset_store import datasets_root, publish, remove
 from .models import TargetDataset
 
-__all__ = ["ArchiveError", "create_target_dataset", "datasets_root", "image_statistics",
-           "ensure_statistics", "dataset_warnings"]
+__all__ = ["ArchiveError", "accept_upload", "create_target_dataset", "datasets_root",
+           "image_statistics", "summarise_images", "ensure_statistics", "dataset_warnings"]
 
 
 def archive_limits() -> ArchiveLimits:
@@ -24,34 +34,87 @@ def archive_limits() -> ArchiveLimits:
 
 
 def create_target_dataset(owner, name: str, archive) -> TargetDataset:
-    """Validate and store ``archive`` (a path or an open binary file) for ``owner``.
+    """Validate and store ``archive`` (a path or an open binary file) for ``owner``, now.
 
     Raises ArchiveError with a message naming the problem; then nothing is kept.
     """
-    name = (name or "").strip()
-    if not name:
-        raise ArchiveError("give the dataset a name")
+    name = _dataset_name(name)
     store_dir = uuid.uuid4().hex
     dest = datasets_root() / store_dir
     unpacked = unpack_image_folder(archive, dest, archive_limits())
     try:
-        stats = image_statistics(dest, unpacked.files)
         publish(store_dir, dest)
         with transaction.atomic():
             return TargetDataset.objects.create(
-                owner=owner,
-                name=name[:200],
-                store_dir=store_dir,
-                class_names=unpacked.class_names,
-                class_counts=unpacked.class_counts,
-                num_images=unpacked.num_images,
-                content_hash=unpacked.content_hash,
-                archive_bytes=_size(archive),
-                image_stats=stats,
-            )
+                owner=owner, name=name, store_dir=store_dir, archive_bytes=_size(archive),
+                ingested_at=timezone.now(), **unpacked_fields(unpacked))
     except BaseException:
         remove(store_dir)
         raise
+
+
+def unpacked_fields(unpacked) -> dict:
+    """The TargetDataset fields that an unpacked archive fills."""
+    labels = [label for _, label in unpacked.files]
+    return dict(class_names=unpacked.class_names, class_counts=unpacked.class_counts,
+                num_images=unpacked.num_images, content_hash=unpacked.content_hash,
+                image_stats=summarise_images(unpacked.images, labels),
+                skipped=unpacked.skipped, state=TargetDataset.State.READY, message="")
+
+
+def _dataset_name(name) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ArchiveError("give the dataset a name")
+    return name[:200]
+
+
+# Background ingest --------------------------------------------------------------------------
+
+UPLOADS = "uploads"
+
+
+def accept_upload(owner, name: str, upload) -> TargetDataset:
+    """Store an uploaded archive as it is and queue its ingest; the row is ``ingesting``.
+
+    Only what costs nothing is checked here (a name, the size limit, a zip's directory at
+    the end of the file); everything else is the worker's (:func:`ingest_upload`). The
+    upload (a Django UploadedFile, on disk when large) is copied to storage in chunks.
+    """
+    name = _dataset_name(name)
+    limits = archive_limits()
+    size = _size(upload)
+    if size > limits.max_bytes:
+        raise ArchiveError(f"the archive is {size / 2**20:.0f} MiB; the limit is "
+                           f"{limits.max_bytes / 2**20:.0f} MiB")
+    if not zipfile.is_zipfile(upload):
+        raise ArchiveError("the file is not a zip archive")
+    upload.seek(0)
+    store_dir = uuid.uuid4().hex
+    stored = default_storage.save(f"{UPLOADS}/{store_dir}.zip", upload)
+    try:
+        with transaction.atomic():
+            dataset = TargetDataset.objects.create(
+                owner=owner, name=name, store_dir=store_dir, archive_bytes=size,
+                state=TargetDataset.State.INGESTING, upload_name=stored,
+                heartbeat_at=timezone.now())
+            transaction.on_commit(lambda: queue_ingest(dataset.pk))
+    except BaseException:
+        default_storage.delete(stored)
+        raise
+    return dataset
+
+
+def ingest_policy() -> dict[str, list[str]]:
+    """What refuses an archive and what is skipped with a warning, with this site's limits."""
+    fraction = f"{archive_limits().max_unreadable_fraction:.1%}".replace(".0%", "%")
+    return {outcome: [line.format(fraction=fraction) for line in lines]
+            for outcome, lines in INGEST_POLICY.items()}
+
+
+def queue_ingest(dataset_id: int) -> None:
+    from config.celery import app
+    app.send_task("workers.tasks.ingest_dataset", args=(dataset_id,), queue="cpu")
 
 
 def _size(archive) -> int:
@@ -68,40 +131,50 @@ TINY_IMAGE_SIDE = 32
 
 
 def image_statistics(root: Path, files) -> dict:
-    """Sizes, colour modes, file formats and byte-identical duplicates of a stored dataset.
+    """:func:`summarise_images` of a stored dataset, reading every file once (headers only).
 
-    ``files``: (path under ``root``, label) per image, in sample order. Reads every file
-    once (image headers only, no decoding). Duplicates are files with the same bytes
-    (sha256); ``duplicates.extra`` counts the copies beyond the first of each group and
-    ``duplicates.examples`` lists a few groups as sample indices.
+    ``files``: (path under ``root``, label) per image, in sample order.
     """
     root = Path(root)
+    images = []
+    for path, _ in files:
+        data = (root / path).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            images.append((*im.size, im.mode, im.format or "?",
+                           hashlib.sha256(data).hexdigest(), len(data)))
+    return summarise_images(images, [label for _, label in files])
+
+
+def summarise_images(images, labels) -> dict:
+    """Sizes, colour modes, file formats and byte-identical duplicates of a dataset.
+
+    ``images``: (width, height, mode, format, sha256, bytes) per image in sample order,
+    as unpacking records them; ``labels`` likewise. Duplicates are files with the same
+    bytes; ``duplicates.extra`` counts the copies beyond the first of each group and
+    ``duplicates.examples`` lists a few groups as sample indices.
+    """
     widths, heights = [], []
     sizes: Counter = Counter()
     modes: Counter = Counter()
     formats: Counter = Counter()
     by_hash: dict[str, list[int]] = {}
     total_bytes = 0
-    for index, (path, _) in enumerate(files):
-        data = (root / path).read_bytes()
-        total_bytes += len(data)
-        by_hash.setdefault(hashlib.sha256(data).hexdigest(), []).append(index)
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            modes[im.mode] += 1
-            formats[im.format or "?"] += 1
+    for index, (width, height, mode, image_format, sha256, size) in enumerate(images):
+        total_bytes += size
+        by_hash.setdefault(sha256, []).append(index)
+        modes[mode] += 1
+        formats[image_format] += 1
         widths.append(width)
         heights.append(height)
         sizes[(width, height)] += 1
     groups = [indices for indices in by_hash.values() if len(indices) > 1]
     groups.sort(key=lambda g: (-len(g), g[0]))
-    labels = [label for _, label in files]
 
     def spread(values):
         return {"min": int(np.min(values)), "median": float(np.median(values)),
                 "max": int(np.max(values)), "mean": float(np.mean(values))}
 
-    stats = {"version": STATS_VERSION, "images": len(files), "bytes": total_bytes,
+    stats = {"version": STATS_VERSION, "images": len(images), "bytes": total_bytes,
              "modes": dict(modes.most_common()), "formats": dict(formats.most_common()),
              "distinct_sizes": len(sizes),
              "common_sizes": [[w, h, n] for (w, h), n in sizes.most_common(5)],
@@ -113,7 +186,7 @@ def image_statistics(root: Path, files) -> dict:
                  "across_classes": sum(1 for g in groups if len({labels[i] for i in g}) > 1),
                  "examples": [g[:4] for g in groups[:DUPLICATE_EXAMPLES]],
              }}
-    if files:
+    if images:
         stats["width"], stats["height"] = spread(widths), spread(heights)
     return stats
 
@@ -151,6 +224,11 @@ IMBALANCE_RATIO = 10
 def dataset_warnings(dataset, stats: dict) -> list[str]:
     """What may make scores on this dataset misleading, one sentence each."""
     warnings = []
+    if dataset.skipped:
+        shown = "; ".join(dataset.skipped[:3])
+        more = f"; and {len(dataset.skipped) - 3} more" if len(dataset.skipped) > 3 else ""
+        warnings.append(f"{len(dataset.skipped)} entr{'ies' if len(dataset.skipped) > 1 else 'y'}"
+                        f" of the archive left out: {shown}{more}.")
     counts = dict(zip(dataset.class_names, dataset.class_counts))
     tiny = sorted(name for name, count in counts.items() if count < TINY_CLASS_IMAGES)
     if tiny:

@@ -10,7 +10,19 @@ from zoo.models import Checkpoint
 
 
 class TargetDataset(models.Model):
-    """A labelled image dataset, unpacked into the dataset store in ImageFolder layout."""
+    """A labelled image dataset, unpacked into the dataset store in ImageFolder layout.
+
+    An upload is stored as it arrives and the row starts ``ingesting``; a worker on the
+    ``cpu`` queue validates and unpacks it (workers/ingest.py) and the row ends ``ready``,
+    ``refused`` (the archive's fault: ``message`` says why, no files are kept) or
+    ``failed`` (ours: a worker or disk problem, said in ``message``).
+    """
+
+    class State(models.TextChoices):
+        INGESTING = "ingesting", "Ingesting"
+        READY = "ready", "Ready"
+        REFUSED = "refused", "Refused"
+        FAILED = "failed", "Failed"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                               related_name="datasets")
@@ -26,6 +38,20 @@ class TargetDataset(models.Model):
     # (transferability.datasets.image_statistics); empty for datasets from before.
     image_stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Ingest: state, progress over the archive's image entries, the reasons for a refusal,
+    # the images skipped with a warning, and the claim fields of background work.
+    state = models.CharField(max_length=12, choices=State.choices, default=State.READY,
+                             db_index=True)
+    message = models.TextField(blank=True)
+    skipped = models.JSONField(default=list, blank=True,
+                               help_text="Entries left out with a warning, with the reason.")
+    ingest_done = models.PositiveIntegerField(default=0)
+    ingest_total = models.PositiveIntegerField(default=0)
+    upload_name = models.CharField(max_length=300, blank=True,
+                                   help_text="The uploaded archive in storage, until ingested.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    ingested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -41,16 +67,30 @@ class TargetDataset(models.Model):
         return len(self.class_names)
 
     @property
+    def is_ready(self) -> bool:
+        return self.state == self.State.READY
+
+    @property
+    def ingest_progress(self) -> float:
+        if self.state != self.State.INGESTING:
+            return 1.0
+        return self.ingest_done / self.ingest_total if self.ingest_total else 0.0
+
+    @property
     def root(self) -> Path:
         """A local folder with the dataset's files (fetched from the store if need be)."""
         from .dataset_store import local_root
         return local_root(self.store_dir)
 
     def delete(self, *args, **kwargs):
+        from django.core.files.storage import default_storage
+
         from .dataset_store import remove
-        store_dir = self.store_dir
+        store_dir, upload = self.store_dir, self.upload_name
         result = super().delete(*args, **kwargs)
         remove(store_dir)
+        if upload:  # deleted while it was ingesting
+            default_storage.delete(upload)
         return result
 
 
@@ -137,6 +177,9 @@ class CheckpointResult(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
     heartbeat_at = models.DateTimeField(null=True, blank=True,
                                         help_text="Last sign of life from the worker on it.")
+    queued_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                     help_text="When its task was sent; empty while it waits "
+                                               "its turn (transferability.dispatch).")
     images_done = models.PositiveIntegerField(default=0)
     images_total = models.PositiveIntegerField(default=0)
     feature_dim = models.PositiveIntegerField(null=True, blank=True)

@@ -1,6 +1,5 @@
 """Creating an evaluation and putting its work on the queue."""
 
-import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -10,10 +9,9 @@ from django.utils import timezone
 
 from zoo.models import Checkpoint
 
+from .dispatch import dispatch
 from .metrics import get_metric
 from .models import CheckpointResult, Evaluation, MetricScore, Status, TargetDataset
-
-log = logging.getLogger(__name__)
 
 
 class SubmissionError(ValueError):
@@ -34,6 +32,10 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
     """
     if dataset.owner_id != owner.pk:
         raise SubmissionError("that dataset is not yours")
+    if not dataset.is_ready:
+        raise SubmissionError(f"the dataset is {dataset.get_state_display().lower()}, not "
+                              f"ready: " + (dataset.message or "its archive is still being "
+                                            "checked and unpacked; try again when it is ready"))
     checkpoints = list({c.pk: c for c in checkpoints}.values())  # each once
     if not checkpoints:
         raise SubmissionError("choose at least one checkpoint")
@@ -66,26 +68,10 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
     return evaluation
 
 
-EVALUATE_CHECKPOINT = "workers.tasks.evaluate_checkpoint"
-
-
 def enqueue(evaluation_id: int, result_ids: list[int] | None = None) -> None:
-    """One task per checkpoint, sent by name: the web process never imports torch."""
-    from config.celery import app
-
-    ids = result_ids or list(CheckpointResult.objects.filter(evaluation_id=evaluation_id)
-                             .order_by("pk").values_list("pk", flat=True))
-    try:
-        for result_id in ids:
-            app.send_task(EVALUATE_CHECKPOINT, args=(result_id,), queue="gpu")
-    except Exception as exc:  # the broker is unreachable: say so instead of waiting forever
-        log.exception("could not enqueue evaluation %s", evaluation_id)
-        message = f"the task queue could not be reached: {exc}"
-        # Failed, not pending: a retry (page or API) queues them again once it is back.
-        CheckpointResult.objects.filter(pk__in=ids, status=Status.PENDING).update(
-            status=Status.FAILED, finished_at=timezone.now(), message=message)
-        Evaluation.objects.filter(pk=evaluation_id).update(
-            status=Status.FAILED, finished_at=timezone.now(), message=message)
+    """Its checkpoints wait their turn; the dispatcher sends what fair queueing allows now
+    (one task per checkpoint, sent by name: the web process never imports torch)."""
+    dispatch()
 
 
 def require_a_held_out_split(dataset: TargetDataset) -> None:
@@ -115,8 +101,10 @@ def stalled_results(evaluation: Evaluation):
     every metric, so silence this long means nobody is on it.
     """
     cutoff = timezone.now() - timedelta(minutes=settings.ZOORANK_STALL_MINUTES)
-    unfinished = CheckpointResult.objects.filter(evaluation=evaluation,
-                                                 status__in=(Status.PENDING, Status.RUNNING))
+    # Rows waiting their turn (transferability.dispatch) are not stalled: nobody sent them.
+    unfinished = CheckpointResult.objects.filter(
+        evaluation=evaluation, status__in=(Status.PENDING, Status.RUNNING)).exclude(
+        status=Status.PENDING, queued_at__isnull=True)
     return unfinished.filter(Q(heartbeat_at__lt=cutoff)
                              | Q(heartbeat_at__isnull=True, evaluation__created_at__lt=cutoff))
 
@@ -141,7 +129,7 @@ def retry(evaluation: Evaluation) -> int:
             raise SubmissionError(nothing)
         CheckpointResult.objects.filter(pk__in=ids).update(
             status=Status.PENDING, attempts=0, message="", images_done=0, started_at=None,
-            finished_at=None, heartbeat_at=timezone.now())
+            finished_at=None, heartbeat_at=timezone.now(), queued_at=None)
         MetricScore.objects.filter(result__in=ids).delete()
         Evaluation.objects.filter(pk=evaluation.pk).update(
             status=Status.RUNNING, message="", finished_at=None)

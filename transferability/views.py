@@ -19,8 +19,8 @@ from zoo.models import Checkpoint
 from . import charts
 from .api.serializers import evaluation_payload
 from .comparison import MAX_COMPARED, CompareError, compare, parse_ids
-from .datasets import (TINY_CLASS_IMAGES, ArchiveError, create_target_dataset, dataset_warnings,
-                       ensure_statistics)
+from .datasets import (TINY_CLASS_IMAGES, ArchiveError, accept_upload, archive_limits,
+                       dataset_warnings, ensure_statistics, ingest_policy)
 from .images import ImageNotFound, dataset_files, image_path, thumbnail_png
 from .forms import DatasetUploadForm, EvaluationForm
 from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset, Transfer
@@ -55,20 +55,25 @@ def dataset_upload(request):
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            dataset = create_target_dataset(request.user, form.cleaned_data["name"],
-                                            form.cleaned_data["file"])
+            dataset = accept_upload(request.user, form.cleaned_data["name"],
+                                    form.cleaned_data["file"])
         except ArchiveError as exc:
             form.add_error("file", str(exc))
         else:
-            messages.success(request, f"Dataset {dataset.name} uploaded: {dataset.num_images} "
-                                      f"images in {dataset.num_classes} classes.")
+            messages.success(request, f"Dataset {dataset.name} uploaded "
+                                      f"({dataset.archive_bytes / 2**20:.1f} MiB); its images "
+                                      f"are being checked and unpacked.")
             return redirect(dataset)
+    return render(request, "transferability/dataset_upload.html", {
+        "form": form, "limits": archive_limits(), "policy": ingest_policy()})
     return render(request, "transferability/dataset_upload.html", {"form": form})
 
 
 @login_required
 def dataset_detail(request, pk):
     dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
+    if not dataset.is_ready:
+        return render(request, "transferability/dataset_ingest.html", {"dataset": dataset})
     form = EvaluationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

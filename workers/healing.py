@@ -9,9 +9,14 @@ broker's copy of a message, loses no work while one worker lives. A sweep:
   The row's heartbeat is stamped by a conditional update first, so two sweepers never queue
   the same row twice; the claim rules of the jobs (at most ``MAX_ATTEMPTS`` claims, then the
   row is recorded as failed) keep a checkpoint that kills its worker from looping;
+- queues again, on the ``cpu`` queue, uploads whose ingest fell silent (its worker died, or
+  the web process died between storing the upload and queueing it);
 - finishes evaluations and ground truths whose rows are all finished but whose final step
   never ran (its worker died between the last row and the final task), and runs again a
-  final step that has been ``finalizing`` for longer than the stall limit.
+  final step that has been ``finalizing`` for longer than the stall limit;
+- releases the checkpoints that fair queueing allows (transferability/dispatch.py), in case
+  the worker that should have released them died first. Rows still waiting their turn were
+  never sent, so they are never taken for stalled.
 
 A task also has a time limit (``ZOORANK_TASK_TIME_LIMIT_MINUTES``): the heartbeats check it
 and a task over it stops with a message and is recorded as failed, so the others finish.
@@ -29,6 +34,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
@@ -67,17 +73,23 @@ def check_deadline() -> None:
                                 f"(ZOORANK_TASK_TIME_LIMIT_MINUTES)")
 
 
+# A checkpoint row that fair queueing has not sent yet (transferability/dispatch.py).
+WAITING = Q(status="pending", queued_at__isnull=True)
+
+
 def stall_cutoff():
     return timezone.now() - timedelta(minutes=float(settings.ZOORANK_STALL_MINUTES))
 
 
-def _requeue(model, task: str, cutoff, unfinished_parent) -> list[int]:
-    """Stamp and queue again the silent unfinished rows of ``model``."""
+def _requeue(model, task: str, cutoff, unfinished_parent, never_sent=None) -> list[int]:
+    """Stamp and queue again the silent unfinished rows of ``model`` (but ``never_sent``)."""
     from config.celery import app
     from transferability.models import Status
 
     silent = model.objects.filter(status__in=(Status.PENDING, Status.RUNNING),
                                   heartbeat_at__lt=cutoff, **unfinished_parent)
+    if never_sent is not None:
+        silent = silent.exclude(never_sent)
     queued = []
     for pk, beat in silent.values_list("pk", "heartbeat_at"):
         # Only the sweeper whose update wins queues it.
@@ -87,9 +99,27 @@ def _requeue(model, task: str, cutoff, unfinished_parent) -> list[int]:
     return queued
 
 
+def _requeue_ingests(cutoff) -> list[int]:
+    """Uploads whose ingest fell silent (its worker died, or the web process died before
+    queueing it): queued again on the ``cpu`` queue."""
+    from config.celery import app
+    from transferability.models import TargetDataset
+
+    silent = TargetDataset.objects.filter(state=TargetDataset.State.INGESTING,
+                                          heartbeat_at__lt=cutoff)
+    queued = []
+    for pk, beat in silent.values_list("pk", "heartbeat_at"):
+        if TargetDataset.objects.filter(pk=pk, heartbeat_at=beat).update(
+                heartbeat_at=timezone.now()):
+            app.send_task("workers.tasks.ingest_dataset", args=(pk,), queue="cpu")
+            queued.append(pk)
+    return queued
+
+
 def sweep() -> dict[str, list[int]]:
     """One pass; returns what it queued or finished, by kind."""
     from config.celery import app
+    from transferability.dispatch import dispatch
     from transferability.models import (CheckpointResult, Evaluation, GroundTruth, Status,
                                         Transfer, TruthResult)
 
@@ -98,11 +128,13 @@ def sweep() -> dict[str, list[int]]:
     cutoff = stall_cutoff()
     running = (Status.PENDING, Status.RUNNING)
     done = {
+        # Rows still waiting their turn were never sent: the dispatcher's, not stalled.
         "checkpoints": _requeue(CheckpointResult, "workers.tasks.evaluate_checkpoint", cutoff,
-                                {"evaluation__status__in": running}),
+                                {"evaluation__status__in": running}, never_sent=WAITING),
         "truth_rows": _requeue(TruthResult, "workers.tasks.verify_checkpoint", cutoff,
                                {"truth__status__in": running}),
         "transfers": _requeue(Transfer, "workers.tasks.transfer_knowledge", cutoff, {}),
+        "ingests": _requeue_ingests(cutoff),
         "evaluations_finalized": [],
         "truths_finalized": [],
     }
@@ -121,7 +153,8 @@ def sweep() -> dict[str, list[int]]:
         if verification.claim_truth_final(truth.pk):
             app.send_task("workers.tasks.finalize_truth", args=(truth.pk,), queue="gpu")
             done["truths_finalized"].append(truth.pk)
-    if any(done.values()):
+    done["dispatched"] = dispatch()  # in case a worker died before releasing the next ones
+    if any(v for k, v in done.items() if k != "dispatched"):
         log.warning("sweep queued again: %s", {k: v for k, v in done.items() if v})
     return done
 

@@ -3,7 +3,9 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from . import healing, jobs, transfers, verification
+from transferability.dispatch import dispatch
+
+from . import healing, ingest, jobs, transfers, verification
 
 
 @worker_ready.connect
@@ -15,6 +17,7 @@ def _start_sweeping(**_kwargs) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def evaluate_checkpoint(result_id: int) -> None:
     evaluation_id = jobs.evaluate_checkpoint(result_id)
+    dispatch()  # a place in flight is free: the next user's turn
     if evaluation_id is not None:
         finalize_evaluation.apply_async((evaluation_id,), queue="gpu")
 
@@ -39,6 +42,11 @@ def finalize_truth(truth_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def transfer_knowledge(transfer_id: int) -> None:
     transfers.transfer_knowledge(transfer_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def ingest_dataset(dataset_id: int) -> None:
+    ingest.ingest_upload(dataset_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)

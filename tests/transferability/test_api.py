@@ -6,21 +6,27 @@ from tests.builders import image_folder_zip, saved_checkpoint
 from transferability.metrics.baselines import KNN_SAMPLE_LIMIT
 from transferability.models import CheckpointResult, Evaluation, MetricScore, TargetDataset
 from transferability.datasets import datasets_root
+from workers.ingest import ingest_upload
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def dataset(api, tmp_path):
+def dataset(api, tmp_path, sent_tasks, django_capture_on_commit_callbacks):
     archive = image_folder_zip(tmp_path / "d.zip", {"a": 4, "b": 4})
-    with open(archive, "rb") as f:
+    with django_capture_on_commit_callbacks(execute=True), open(archive, "rb") as f:
         response = api.post("/api/datasets/", {"name": "ab", "file": f}, format="multipart")
-    assert response.status_code == 201
-    dataset_id = response.json()["id"]
+    assert response.status_code == 202
+    body = response.json()
+    assert body["state"] == "ingesting" and body["num_images"] == 0
     # WSGI servers accept only plain str header values (DRF's Hyperlink is a subclass).
     assert type(response["Location"]) is str
-    assert response["Location"].endswith(f"/api/datasets/{dataset_id}/")
-    return TargetDataset.objects.get(pk=dataset_id)
+    assert response["Location"].endswith(f"/api/datasets/{body['id']}/")
+    # The ingest goes to a worker on the cpu queue; here the job runs in this process.
+    assert sent_tasks == [("workers.tasks.ingest_dataset", (body["id"],), "cpu")]
+    assert ingest_upload(body["id"]) == "ready"
+    sent_tasks.clear()
+    return TargetDataset.objects.get(pk=body["id"])
 
 
 def test_it_needs_a_token():
@@ -39,16 +45,27 @@ def test_it_creates_a_dataset_from_a_zip(api, dataset):
     assert [d["name"] for d in listed["results"]] == ["ab"]
 
 
-def test_it_refuses_a_bad_zip_and_keeps_nothing(api, tmp_path):
+def test_it_refuses_a_bad_zip_and_keeps_nothing(api, tmp_path, sent_tasks):
     archive = image_folder_zip(tmp_path / "one.zip", {"only": 3})
     before = set(datasets_root().glob("*")) if datasets_root().exists() else set()
     with open(archive, "rb") as f:
         response = api.post("/api/datasets/", {"name": "one", "file": f}, format="multipart")
-    assert response.status_code == 400
-    assert "at least 2 class folders" in response.json()["file"][0]
-    assert TargetDataset.objects.count() == 0
+    assert response.status_code == 202
+    assert ingest_upload(response.json()["id"]) == "refused"
+    body = api.get(response["Location"]).json()
+    assert body["state"] == "refused" and "at least 2 class folders" in body["message"]
     after = set(datasets_root().glob("*")) if datasets_root().exists() else set()
     assert after == before
+
+
+def test_it_refuses_what_is_not_a_zip_at_once(api, tmp_path):
+    not_a_zip = tmp_path / "notes.zip"
+    not_a_zip.write_bytes(b"plain text, not a zip archive")
+    with open(not_a_zip, "rb") as f:
+        response = api.post("/api/datasets/", {"name": "notes", "file": f}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["file"] == ["the file is not a zip archive"]
+    assert TargetDataset.objects.count() == 0
 
 
 def test_it_submits_an_evaluation_after_commit_and_answers_202(api, dataset, sent_tasks,
@@ -251,7 +268,7 @@ def test_the_browsable_api_uploads_a_dataset_from_its_form(client, owner, tmp_pa
     with open(archive, "rb") as f:  # what the form sends
         response = client.post("/api/datasets/", {"name": "from-form", "file": f},
                                HTTP_ACCEPT="text/html")
-    assert response.status_code == 201
+    assert response.status_code == 202
     assert TargetDataset.objects.get().name == "from-form"
 
 
@@ -322,11 +339,13 @@ def test_every_error_is_json_with_a_detail(api, dataset, tmp_path, outsider_api)
                           format="json"), 400)
     assert body == {"detail": "evaluation: No evaluation 999 of yours.",
                     "evaluation": ["No evaluation 999 of yours."]}
-    one_class = image_folder_zip(tmp_path / "one.zip", {"only": 3})
-    with open(one_class, "rb") as f:
+    not_a_zip = tmp_path / "one.zip"
+    not_a_zip.write_bytes(b"not a zip")
+    with open(not_a_zip, "rb") as f:
         body = error(api.post("/api/datasets/", {"name": "one", "file": f},
                               format="multipart"), 400)
-    assert body["detail"].startswith("file: ") and "at least 2 class folders" in body["file"][0]
+    assert body == {"detail": "file: the file is not a zip archive",
+                    "file": ["the file is not a zip archive"]}
 
 
 def test_a_server_error_in_the_api_answers_json(owner, monkeypatch):

@@ -16,6 +16,7 @@ from transferability.complementarity import complementarity_report
 from transferability.datasets import create_target_dataset
 from transferability.models import (CheckpointResult, Evaluation, MetricScore, Status,
                                     TargetDataset)
+from workers.ingest import ingest_upload
 from zoo.models import Checkpoint
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +166,8 @@ def test_it_counts_every_dataset_on_the_dashboard_not_just_the_listed_ones(alice
 
 # Uploading ----------------------------------------------------------------------------------
 
-def test_it_uploads_a_zip_and_redirects_to_the_dataset(alice, owner, tmp_path, media_root):
+def test_it_uploads_a_zip_and_redirects_to_the_dataset(alice, owner, tmp_path, media_root,
+                                                       sent_tasks):
     archive = image_folder_zip(tmp_path / "colours.zip", {"red": 3, "green": 2, "blue": 4})
 
     with open(archive, "rb") as f:
@@ -175,11 +177,21 @@ def test_it_uploads_a_zip_and_redirects_to_the_dataset(alice, owner, tmp_path, m
     assert response.status_code == 302
     assert response["Location"] == dataset.get_absolute_url()
     assert dataset.owner == owner and dataset.name == "colours"
+    assert dataset.state == "ingesting" and (media_root / dataset.upload_name).is_file()
+    followed = page(alice.get(response["Location"]))
+    assert "Dataset colours uploaded" in followed and "being checked and unpacked" in followed
+    assert 'id="ingest-progress"' in followed and 'data-state="ingesting"' in followed
+    assert 'id="evaluate-form"' not in followed  # nothing to evaluate yet
+
+    assert ingest_upload(dataset.pk) == "ready"
+
+    dataset.refresh_from_db()
     assert dataset.class_names == ["blue", "green", "red"]
     assert dataset.class_counts == [4, 2, 3] and dataset.num_images == 9
     assert dataset.root.parent == media_root / "datasets" and dataset.root.is_dir()
-    followed = alice.get(response["Location"])
-    assert "Dataset colours uploaded: 9 images in 3 classes." in page(followed)
+    assert dataset.upload_name == "" and list((media_root / "uploads").glob("*")) == []
+    ready = page(alice.get(dataset.get_absolute_url()))
+    assert 'id="evaluate-form"' in ready and "ingest-progress" not in ready
 
 
 def bad_archives(tmp_path):
@@ -199,9 +211,8 @@ def bad_archives(tmp_path):
     }
 
 
-@pytest.mark.parametrize("problem", ["one class", "corrupt image", "not a zip"])
-def test_it_shows_why_a_bad_zip_was_refused(alice, tmp_path, media_root, problem):
-    archive, message = bad_archives(tmp_path)[problem]
+def test_it_refuses_what_is_not_a_zip_on_the_form(alice, tmp_path, media_root):
+    archive, message = bad_archives(tmp_path)["not a zip"]
 
     with open(archive, "rb") as f:
         response = alice.post(reverse("dataset-upload"), {"name": "bad", "file": f})
@@ -211,8 +222,33 @@ def test_it_shows_why_a_bad_zip_was_refused(alice, tmp_path, media_root, problem
     assert 'id="upload-form"' in page(response)
     assert response.context["form"].errors["file"][0].startswith(message)
     assert not TargetDataset.objects.exists()
-    store = media_root / "datasets"
-    assert not store.exists() or list(store.iterdir()) == []
+    assert not (media_root / "uploads").exists() or not list((media_root / "uploads").iterdir())
+
+
+@pytest.mark.parametrize("problem", ["one class", "corrupt image"])
+def test_it_shows_why_an_archive_was_refused(alice, tmp_path, media_root, sent_tasks, problem):
+    archive, message = bad_archives(tmp_path)[problem]
+    with open(archive, "rb") as f:
+        response = alice.post(reverse("dataset-upload"), {"name": "bad", "file": f})
+    dataset = TargetDataset.objects.get()
+
+    assert ingest_upload(dataset.pk) == "refused"
+
+    html = page(alice.get(response["Location"]))
+    assert message in html and "Refused" in html and 'data-state="refused"' in html
+    assert "Upload a corrected archive" in html
+    for folder in ("datasets", "uploads"):  # nothing of the archive is kept
+        store = media_root / folder
+        assert not store.exists() or list(store.iterdir()) == []
+    dashboard = page(alice.get(reverse("dashboard")))
+    assert "Refused" in table(dashboard, "datasets")
+
+
+def test_the_upload_page_says_what_refuses_and_what_warns(alice):
+    html = page(alice.get(reverse("dataset-upload")))
+    policy = html[html.index('id="ingest-policy"'):]
+    assert "more than 1% of the images unreadable" in policy
+    assert "unreadable images, up to 1% of the images" in policy
 
 
 def test_it_requires_a_name_and_a_file(alice):

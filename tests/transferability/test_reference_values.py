@@ -142,4 +142,8 @@ def test_ncti_set_scores_match_the_authors_code():
     scores = metrics.ncti_set(features, y)
     assert scores == pytest.approx(NCTI_SET_SCORES, rel=1e-5, abs=1e-5)
     # The ranking is the authors' ranking.
-    assert np.argsort(scores).tolist() == np.argsort(NCTI_SET_SCORES).tolist()
+    # (Two of the reference models tie to 1e-14; the BLAS thread count decides their order.)
+    def ranking(values):
+        return np.argsort(np.round(values, 9), kind="stable").tolist()
+
+    assert ranking(scores) == ranking(NCTI_SET_SCORES)

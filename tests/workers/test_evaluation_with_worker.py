@@ -17,8 +17,10 @@ def upload(api, tmp_path, classes=None, name="colours", seed=0):
                                classes or {"red": 10, "green": 10, "blue": 10}, seed=seed)
     with open(archive, "rb") as f:
         response = api.post("/api/datasets/", {"name": name, "file": f}, format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()
+    assert response.status_code == 202, response.content
+    # The worker ingests it from the cpu queue.
+    return wait_for(lambda: (body := api.get(response["Location"]).json())["state"] != "ingesting"
+                    and body, timeout=120)
 
 
 def run_evaluation(api, dataset_id, checkpoints="all", **extra):

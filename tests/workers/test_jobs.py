@@ -287,6 +287,11 @@ def test_a_checkpoint_that_never_started_on_an_old_evaluation_counts_as_stalled(
 
     evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-a")],
                                    enqueue_work=False)
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        created_at=timezone.now() - timedelta(minutes=31))
+    assert list(stalled_results(evaluation)) == []  # never sent: waiting its turn
+    CheckpointResult.objects.update(queued_at=timezone.now())  # sent; its message was lost
+    Evaluation.objects.filter(pk=evaluation.pk).update(created_at=timezone.now())
     assert list(stalled_results(evaluation)) == []  # just submitted: give it time
     Evaluation.objects.filter(pk=evaluation.pk).update(
         created_at=timezone.now() - timedelta(minutes=31))

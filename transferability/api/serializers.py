@@ -13,17 +13,23 @@ ID_OR_NAME = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 
 
 class TargetDatasetSerializer(serializers.ModelSerializer):
+    """A dataset; ``state`` is ``ingesting`` until a worker has checked and unpacked its
+    archive (``ingest_done`` of ``ingest_total`` image entries), then ``ready``, or
+    ``refused`` / ``failed`` with the reason in ``message``. ``skipped`` lists the entries
+    left out with a warning."""
+
     url = serializers.HyperlinkedIdentityField(view_name="api-dataset-detail")
 
     class Meta:
         model = TargetDataset
-        fields = ["id", "url", "name", "class_names", "class_counts", "num_images",
-                  "archive_bytes", "content_hash", "created_at"]
+        fields = ["id", "url", "name", "state", "message", "ingest_done", "ingest_total",
+                  "class_names", "class_counts", "num_images", "skipped", "archive_bytes",
+                  "content_hash", "created_at", "ingested_at"]
 
 
 class DatasetUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    file = serializers.FileField(help_text="A zip or tar archive with one folder of images "
+    file = serializers.FileField(help_text="A zip archive with one folder of images "
                                            "per class.")
 
 

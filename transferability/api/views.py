@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from zoo.models import Checkpoint
 
-from ..datasets import ArchiveError, create_target_dataset
+from ..datasets import ArchiveError, accept_upload
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset, Transfer
 from ..submission import Conflict, SubmissionError, retry, submit_evaluation
@@ -60,8 +60,9 @@ class ApiRoot(APIView):
 
 @extend_schema(tags=["datasets"])
 class DatasetList(Submissions, generics.ListAPIView):
-    """GET: your datasets. POST (multipart: ``name``, ``file``): upload a zip or tar of one
-    folder of images per class; 201 with a Location."""
+    """GET: your datasets. POST (multipart: ``name``, ``file``): upload a zip with one folder
+    of images per class; 202 with a Location: the dataset is ``ingesting`` until a worker
+    has checked and unpacked it (poll it for ``state``)."""
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -75,19 +76,19 @@ class DatasetList(Submissions, generics.ListAPIView):
         return TargetDatasetSerializer
 
     @extend_schema(request=DatasetUploadSerializer, responses={
-        201: TargetDatasetSerializer,
-        400: invalid("Not a usable archive: the reason is under `file`."),
+        202: TargetDatasetSerializer,
+        400: invalid("Not a zip, or over the size limit: the reason is under `file`."),
     })
     def post(self, request):
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         try:
-            dataset = create_target_dataset(request.user, upload.validated_data["name"],
-                                            upload.validated_data["file"])
+            dataset = accept_upload(request.user, upload.validated_data["name"],
+                                    upload.validated_data["file"])
         except ArchiveError as exc:
             raise serializers.ValidationError({"file": [str(exc)]}) from None
         body = TargetDatasetSerializer(dataset, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED,
+        return Response(body, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": str(body["url"])})  # a plain str for WSGI
 
 

@@ -1,0 +1,126 @@
+"""Ingesting an uploaded archive in the background: validate, unpack, describe, publish.
+
+The web process stored the archive as it arrived (``transferability.datasets.accept_upload``)
+and answered at once; this job, on the ``cpu`` queue, turns the row ``ingesting`` into
+``ready`` or ``refused``. It claims the row like every worker job (a conditional update, at
+most ``MAX_ATTEMPTS`` claims: an archive that kills its worker twice is recorded as failed),
+beats while it unpacks (so the sweep in :mod:`.healing` queues it again if its worker dies),
+reports progress over the image entries, and keeps nothing of a refused archive.
+"""
+
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+from django.db.models import F
+from django.utils import timezone
+
+from transferability.archives import ArchiveError, unpack_image_folder, unpacking_folder
+from transferability.dataset_store import datasets_root, publish, remove
+from transferability.datasets import archive_limits, unpacked_fields
+from transferability.models import TargetDataset
+
+from . import healing
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+State = TargetDataset.State
+
+
+def claim(dataset_id: int) -> bool:
+    """Take an ``ingesting`` row for this worker; give up on it after MAX_ATTEMPTS claims."""
+    rows = TargetDataset.objects.filter(pk=dataset_id, state=State.INGESTING)
+    if rows.filter(attempts__lt=MAX_ATTEMPTS).update(
+            attempts=F("attempts") + 1, heartbeat_at=timezone.now(), ingest_done=0):
+        return True
+    if rows.update(state=State.FAILED, message=f"the worker stopped while ingesting this "
+                                               f"archive, {MAX_ATTEMPTS} times"):
+        _discard_upload(dataset_id)
+    return False
+
+
+def ingest_upload(dataset_id: int) -> str | None:
+    """Ingest one uploaded archive; returns the row's final state (None: not ours)."""
+    if not claim(dataset_id):
+        return None
+    dataset = TargetDataset.objects.get(pk=dataset_id)
+    dest = datasets_root() / dataset.store_dir
+    # A claim after a dead worker starts afresh: what that one left is not trusted.
+    remove(dataset.store_dir)
+    shutil.rmtree(unpacking_folder(dest), ignore_errors=True)
+
+    def progress(done: int, total: int) -> None:
+        healing.check_deadline()
+        still_ours = TargetDataset.objects.filter(pk=dataset_id, state=State.INGESTING).update(
+            ingest_done=done, ingest_total=total, heartbeat_at=timezone.now())
+        if not still_ours:
+            raise Abandoned("the dataset was deleted while it was ingested")
+
+    try:
+        with healing.deadline(), local_copy(dataset.upload_name) as archive:
+            unpacked = unpack_image_folder(archive, dest, archive_limits(), progress=progress)
+            publish(dataset.store_dir, dest)
+    except ArchiveError as exc:
+        return _end(dataset, State.REFUSED, str(exc))
+    except Abandoned:
+        remove(dataset.store_dir)
+        _delete_upload(dataset.upload_name)
+        return None
+    except Exception as exc:  # ours, not the archive's: a full disk, the time limit
+        log.exception("ingest of dataset %s failed", dataset_id)
+        remove(dataset.store_dir)
+        return _end(dataset, State.FAILED, f"ingest failed: {exc}"[:2000])
+    fields = unpacked_fields(unpacked)
+    if not TargetDataset.objects.filter(pk=dataset_id, state=State.INGESTING).update(
+            ingest_done=unpacked.num_images + len(unpacked.skipped),
+            ingested_at=timezone.now(), upload_name="", **fields):
+        remove(dataset.store_dir)  # deleted meanwhile
+        _delete_upload(dataset.upload_name)
+        return None
+    _delete_upload(dataset.upload_name)
+    return State.READY
+
+
+class Abandoned(Exception):
+    """The row is gone (deleted) or no longer ours: stop and keep nothing."""
+
+
+def _end(dataset, state: str, message: str) -> str:
+    TargetDataset.objects.filter(pk=dataset.pk, state=State.INGESTING).update(
+        state=state, message=message, upload_name="", ingested_at=timezone.now())
+    _delete_upload(dataset.upload_name)
+    return state
+
+
+def _discard_upload(dataset_id: int) -> None:
+    name = (TargetDataset.objects.filter(pk=dataset_id)
+            .values_list("upload_name", flat=True).first())
+    TargetDataset.objects.filter(pk=dataset_id).update(upload_name="")
+    _delete_upload(name)
+
+
+def _delete_upload(name: str | None) -> None:
+    if name:
+        default_storage.delete(name)
+
+
+@contextmanager
+def local_copy(name: str):
+    """A local path of the stored upload: the file itself on the file system, else a
+    temporary download (object storage), removed afterwards."""
+    try:
+        on_disk = Path(default_storage.path(name))
+    except NotImplementedError:
+        on_disk = None
+    if on_disk is not None:
+        yield on_disk
+        return
+    with tempfile.TemporaryDirectory(prefix="zoorank-upload-") as folder:
+        path = Path(folder) / "archive.zip"
+        with default_storage.open(name, "rb") as src, open(path, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        yield path
