@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export HF_HUB_OFFLINE ?= 1
-WORKER := $(BIN)/celery -A config worker -Q gpu -P solo -c 1 --without-gossip --without-mingle
+WORKER := $(BIN)/celery -A config worker -Q gpu,cpu -P solo -c 1 --without-gossip --without-mingle
 
-.PHONY: install migrate static demo run worker test test-sqlite test-services bench drills drills-short fuzz clean
+.PHONY: install migrate static demo run worker test test-sqlite test-services bench drills drills-short fuzz clean \
+	serve load scaling
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,15 @@ run: migrate static
 worker: install
 	$(WORKER) --loglevel=INFO
 
+# Production serving on this machine: gunicorn (deploy/gunicorn.conf.py; ZOORANK_WEB_WORKERS
+# processes of ZOORANK_WEB_THREADS threads) with WhiteNoise serving the collected static files,
+# plus one worker on both queues. deploy/ runs the same parts as services, one worker per GPU.
+SERVE_WORKER := $(BIN)/celery -A config worker -Q gpu,cpu -P solo -c 1 --without-gossip --without-mingle
+serve: migrate static
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(SERVE_WORKER) --loglevel=INFO & worker=$$!; \
+	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:$(PORT) config.wsgi
+
 # The suite on the embedded default (SQLite, on-disk broker), then on PostgreSQL and
 # Redis when they answer (TEST_DATABASE_URL / TEST_REDIS_URL to point elsewhere).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -79,6 +89,14 @@ fuzz: install
 
 bench: install
 	$(BIN)/python bench/metrics.py --quick
+
+# 50 users for 60 s against gunicorn and one worker on a throwaway PostgreSQL database and
+# Redis db (bench/load.py); then evaluation wall time with 1 and 2 workers (bench/scaling.py).
+load: install
+	$(BIN)/python bench/load.py
+
+scaling: install
+	$(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf var

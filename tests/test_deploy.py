@@ -1,0 +1,141 @@
+"""Production serving: `make serve` (gunicorn, collected static files, a worker on both
+queues) and the deployment files in deploy/."""
+
+import configparser
+import os
+import re
+import runpy
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+APP_ENVIRONMENT = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS",
+                   "ZOORANK_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                   "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "ZOORANK_LOCAL_CACHE_GB"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_serve(tmp_path):
+    """`make serve` on a throwaway var folder (SQLite, on-disk broker) and a free port."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "ZOORANK_STORAGE_URL")}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "ZOORANK_VAR_DIR": str(tmp_path),
+                "PORT": str(port), "ZOORANK_WEB_WORKERS": "2", "ZOORANK_LOADER_WORKERS": "0",
+                "ZOORANK_SWEEP_SECONDS": "86400"})
+    log_path = tmp_path / "serve.log"
+    process = subprocess.Popen(["make", "--no-print-directory", "serve"], cwd=ROOT, env=env,
+                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300  # migrate and collectstatic come first
+    try:
+        while True:
+            try:
+                if requests.get(url + "/accounts/login/", timeout=30).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still booting
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"make serve did not answer:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, log_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.worker
+def test_make_serve_answers_through_gunicorn_with_compressed_hashed_static_files(make_serve):
+    url, log_path = make_serve
+    login = requests.get(url + "/accounts/login/", timeout=30)
+    assert login.headers["Server"].startswith("gunicorn")
+    assert 'name="csrfmiddlewaretoken"' in login.text
+    stylesheet = re.search(r'/static/zoorank/zoorank\.[0-9a-f]{12}\.css', login.text)
+    assert stylesheet, "the login page links the collected, hashed stylesheet"
+
+    response = requests.get(url + stylesheet.group(0), headers={"Accept-Encoding": "gzip"},
+                            timeout=30, stream=True)
+    assert response.status_code == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert "immutable" in response.headers["Cache-Control"]
+    assert "body" in response.content.decode()  # requests decompressed it
+
+    # The worker it started consumes both queues.
+    deadline = time.monotonic() + 120
+    while "ready." not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = log_path.read_text()
+    assert ".> gpu " in log and ".> cpu " in log, log[-3000:]
+
+
+def test_gunicorn_takes_its_processes_threads_and_address_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ZOORANK_WEB_WORKERS", "3")
+    monkeypatch.setenv("ZOORANK_WEB_THREADS", "7")
+    monkeypatch.setenv("ZOORANK_WEB_BIND", "0.0.0.0:9000")
+    config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    assert (config["workers"], config["threads"], config["bind"]) == (3, 7, "0.0.0.0:9000")
+    assert config["worker_class"] == "gthread"
+
+    monkeypatch.delenv("ZOORANK_WEB_WORKERS")
+    assert runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))["workers"] >= 3
+
+
+def test_compose_runs_web_a_worker_per_gpu_and_the_shared_services():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"web", "worker-gpu0", "worker-gpu1", "postgres", "redis", "minio"} <= set(services)
+    assert "gunicorn -c deploy/gunicorn.conf.py" in " ".join(services["web"]["command"])
+
+    devices = set()
+    for name in ("worker-gpu0", "worker-gpu1"):
+        worker = services[name]
+        command = worker["command"]
+        assert command[:4] == ["celery", "-A", "config", "worker"]
+        assert command[command.index("-Q") + 1] == "gpu,cpu"
+        devices.add(worker["environment"]["CUDA_VISIBLE_DEVICES"])
+        assert APP_ENVIRONMENT <= set(worker["environment"])
+    assert devices == {"0", "1"}
+    environment = services["web"]["environment"]
+    assert APP_ENVIRONMENT <= set(environment)
+    assert environment["ZOORANK_STORAGE_URL"].startswith("s3://")
+    assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # systemd's keys are case-sensitive
+    unit.read_string((DEPLOY / "systemd" / name).read_text())
+    return unit
+
+
+def test_systemd_units_run_gunicorn_and_one_worker_per_gpu_index():
+    web = _unit("zoorank-web.service")["Service"]
+    assert "gunicorn -c deploy/gunicorn.conf.py config.wsgi" in web["ExecStart"]
+    assert "collectstatic" in web["ExecStartPre"]
+
+    worker = _unit("zoorank-worker@.service")["Service"]
+    assert "CUDA_VISIBLE_DEVICES=%i" in worker["Environment"]
+    command = " ".join(worker["ExecStart"].replace("\\\n", " ").split())
+    assert "celery -A config worker -Q gpu,cpu -P solo -c 1" in command
+    assert "-n gpu%i@%H" in command
+    example = (DEPLOY / "systemd" / "zoorank.env.example").read_text()
+    assert APP_ENVIRONMENT <= set(re.findall(r"^([A-Z_0-9]+)=", example, re.M))
