@@ -273,3 +273,30 @@ def test_features_stored_by_one_host_are_found_by_another(s3_hosts):
     assert caches.features.path(key, "pre_logits").is_file()  # now on host b as well
     assert f"features/{key[:2]}/{key}/pre_logits.npy" in local_cache().entries()
     assert cache_a != cache_b
+
+
+@pytest.mark.django_db
+def test_distilled_weights_go_to_the_store(s3_hosts):
+    from types import SimpleNamespace
+
+    import timm
+
+    from workers.transfers import save_distilled
+    from zoo.loading import build_model
+
+    student = _uploaded_checkpoint("student", seed=1)
+    teacher = _uploaded_checkpoint("teacher", seed=2)
+    dataset = SimpleNamespace(class_names=["cats", "dogs"], name="pets", content_hash="h")
+    transfer = SimpleNamespace(pk=7, student=student, teacher=teacher, variant="supervised",
+                               evaluation=SimpleNamespace(dataset=dataset, owner_id=None),
+                               evaluation_id=3)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)  # the dataset's
+    distilled = save_distilled(transfer, model, {"delta": {"accuracy_after": 61.0},
+                                                 "recipe": {}})
+    assert distilled.weights_source == "upload" and not distilled.weights_path
+    assert distilled.weights_file.name == "weights/distilled/transfer_7.safetensors"
+    assert "weights/distilled/transfer_7.safetensors" in s3_hosts.keys("weights/")
+    assert not (s3_hosts.base / "a" / "media").exists()
+    s3_hosts.use("b")
+    assert sha256_of_path(distilled.weights_location()) == distilled.weights_sha256
+    build_model(distilled)
