@@ -280,6 +280,7 @@ def wait_finished(url: str, owned: list[tuple[str, int]], timeout: float) -> dic
 
 
 def user_classes(accounts: list[dict], uploaders: int, submitted: list, failures: list):
+    from gevent import GreenletExit
     from locust import HttpUser, SequentialTaskSet, between, task
 
     numbered = itertools.count()
@@ -290,7 +291,8 @@ def user_classes(accounts: list[dict], uploaders: int, submitted: list, failures
             with self.client.get(path, name=name, allow_redirects=False,
                                  catch_response=True) as response:
                 if response.status_code != 200:
-                    response.failure(f"{response.status_code}")
+                    response.failure(f"answered {response.status_code}"
+                                     + (f" ({response.error})" if response.error else ""))
 
         @task
         def dashboard(self):
@@ -346,6 +348,9 @@ def user_classes(accounts: list[dict], uploaders: int, submitted: list, failures
                 submitted.append((self.account["token"], evaluation))
             except Exception as exc:  # counted as an error, the user goes on reading
                 failures.append(f"{name}: {exc}")
+            except GreenletExit:
+                failures.append(f"{name}: the run ended before it was submitted")
+                raise
 
     return [Reader, Submitter] if uploaders else [Reader]
 
@@ -358,12 +363,12 @@ def percentiles_table(stats, reads: list[str]) -> tuple[str, float]:
 
     lines = [f"{'route':34s} {'requests':>8s} {'fails':>5s} {'p50 ms':>7s} {'p95 ms':>7s} "
              f"{'p99 ms':>7s} {'max ms':>7s}"]
-    combined = StatsEntry(stats, "page reads", "GET")
+    combined = StatsEntry(stats, "page reads", "GET")  # the four read routes together
     for entry in sorted(stats.entries.values(), key=lambda e: (e.name not in reads, e.name)):
         lines.append(row(entry.method + " " + entry.name, entry))
         if entry.name in reads and entry.method == "GET":
             combined.extend(entry)
-    lines.append(row("page reads (the four above)", combined))
+    lines.append(row("GET page reads (4 routes)", combined))
     lines.append(row("all", stats.total))
     return "\n".join(lines), combined.get_response_time_percentile(0.95) or 0.0
 
@@ -379,7 +384,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--host", help="a running server, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--spawn-rate", type=float, default=10, help="users started per s")
+    parser.add_argument("--spawn-rate", type=float, default=5,
+                        help="users started (and logged in) per second")
     parser.add_argument("--finish-timeout", type=float, default=900,
                         help="seconds to wait for the submitted evaluations after the run")
     parser.add_argument("--database-server", default="postgres://postgres@127.0.0.1:5432")
@@ -423,12 +429,13 @@ def main() -> None:
         env = Environment(user_classes=user_classes(accounts, uploaders, submitted, failures),
                           host=url)
         runner = env.create_local_runner()
-        print(f"{args.users} users ({uploaders} submitting) for {args.seconds:.0f} s ...",
-              flush=True)
+        print(f"{args.users} users ({uploaders} submitting) for {args.seconds:.0f} s; load "
+              f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ...", flush=True)
         runner.start(args.users, spawn_rate=args.spawn_rate)
         gevent.spawn_later(args.seconds, runner.quit)
         runner.greenlet.join()
 
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
         table, p95_reads = percentiles_table(env.stats, READS)
         print(table)
         for error in env.stats.errors.values():
