@@ -16,7 +16,21 @@ Drills:
   evaluation finishes with no human action, each checkpoint has exactly one result, and a
   second evaluation reuses the features;
 - ``time-limit``: a task over its time limit is recorded as failed with a message and the
-  other checkpoints finish.
+  other checkpoints finish;
+- ``out-of-memory``: device memory is made scarce (``ZOORANK_SIMULATED_DEVICE_MEMORY_MB``):
+  a checkpoint backs off to smaller batches and finishes, one that cannot run even one image
+  at a time fails with that message, the others finish;
+- ``web-restart``: the web process is killed in the middle of an upload (nothing is kept)
+  and again just after an upload was accepted; a new web process answers and the worker
+  finishes the ingest;
+- ``fair-queue``: one user submits six checkpoints, then another user one; the second
+  user's checkpoint runs after at most ``ZOORANK_USER_IN_FLIGHT`` of the first user's;
+- ``redis-restart`` (services only): the broker (a Redis of the drill's own, without
+  persistence, so queued messages are lost) is restarted mid-evaluation;
+- ``postgres-restart`` (services only): the database (a PostgreSQL cluster of the drill's
+  own) is restarted mid-evaluation, breaking every connection;
+- ``two-hosts`` (services only): drills/hosts.py, two workers that share only PostgreSQL,
+  Redis and an S3-compatible store split one evaluation and reuse each other's features.
 """
 
 from __future__ import annotations
@@ -65,6 +79,30 @@ class Drill:
         self.workers.append(process)
         return process
 
+    def start_web(self, env: dict, port: int) -> subprocess.Popen:
+        """A web process as production runs it (gunicorn, config.wsgi)."""
+        log = Path(env["ZOORANK_VAR_DIR"]) / "web.log"
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
+             f"127.0.0.1:{port}", "--workers", "1", "--threads", "4"],
+            cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: killed whole, as a crash would
+        import urllib.request
+
+        wait_for(lambda: process.poll() is None and _answers(lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/accounts/login/", timeout=5)), 60, "the web process")
+        self.workers.append(process)
+        return process
+
+    @staticmethod
+    def kill_web(process: subprocess.Popen) -> None:
+        """SIGKILL the web server and its worker processes at once."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        wait_for(lambda: subprocess.run(["pgrep", "-g", str(process.pid)],
+                                        capture_output=True).returncode != 0,
+                 30, "the web processes to be gone")
+
     def stop_workers(self) -> None:
         for process in self.workers:
             if process.poll() is None:
@@ -103,6 +141,10 @@ def environment(backend: str, var_dir: Path, **extra) -> dict:
     return env
 
 
+def admin_url(database_url: str) -> str:
+    return database_url.rsplit("/", 1)[0] + "/postgres"
+
+
 def prepare(env: dict) -> None:
     """Point this process at the drill's environment, create the database, migrate."""
     os.environ.clear()
@@ -111,7 +153,7 @@ def prepare(env: dict) -> None:
         import psycopg2
 
         name = env["DATABASE_URL"].rsplit("/", 1)[1]
-        conn = psycopg2.connect(SERVICES_DB.format(name="postgres"))
+        conn = psycopg2.connect(admin_url(env["DATABASE_URL"]))
         conn.autocommit = True
         conn.cursor().execute(f'CREATE DATABASE "{name}"')
         conn.close()
@@ -134,10 +176,14 @@ def cleanup(env: dict, var_dir: Path) -> None:
         import psycopg2
 
         name = env["DATABASE_URL"].rsplit("/", 1)[1]
-        conn = psycopg2.connect(SERVICES_DB.format(name="postgres"))
-        conn.autocommit = True
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+        try:
+            conn = psycopg2.connect(admin_url(env["DATABASE_URL"]))
+        except psycopg2.OperationalError:
+            pass  # the drill's own cluster, already stopped
+        else:
+            conn.autocommit = True
+            conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.close()
     shutil.rmtree(var_dir, ignore_errors=True)
 
 
@@ -224,9 +270,296 @@ def time_limit(drill: Drill, env: dict) -> None:
                                                   f"{evaluation.message!r}")
 
 
+# Services of the drill's own, to restart without disturbing anybody else's -----------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A Redis without persistence on a port of its own: a restart loses every message."""
+
+    def __init__(self, folder: Path):
+        self.port, self.folder, self.process = free_port(), folder, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=open(self.folder / "redis.log", "a"), stderr=subprocess.STDOUT)
+        import redis
+
+        wait_for(lambda: _answers(lambda: redis.Redis.from_url(self.url).ping()), 30,
+                 "Redis to answer")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster in a folder of its own, on a port of its own."""
+
+    def __init__(self, folder: Path):
+        self.port, self.folder = free_port(), folder
+        self.data = folder / "data"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/{{name}}"
+        bin_dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        self.bin = bin_dirs[-1] if bin_dirs else Path(shutil.which("pg_ctl") or "pg_ctl").parent
+        # The server refuses to run as root: as the postgres user then.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(folder, "postgres")
+
+    def _run(self, *args) -> None:
+        subprocess.run(self.as_user + [str(self.bin / args[0]), *args[1:]], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "postgres.log"),
+                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                        f"-c unix_socket_directories={self.folder} -c fsync=off", "-w", "start")
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "restart")
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass
+
+
+def _answers(probe) -> bool:
+    try:
+        probe()
+        return True
+    except Exception:
+        return False
+
+
+def mid_extraction(evaluation, dataset):
+    from transferability.models import CheckpointResult, Status
+
+    return wait_for(lambda: CheckpointResult.objects.filter(
+        evaluation=evaluation, status=Status.RUNNING, images_done__gt=0,
+        images_done__lt=dataset.num_images).first(), 180, "a checkpoint mid-extraction")
+
+
+def finished_with_one_result_each(drill: Drill, evaluation, checkpoints, metrics: int,
+                                  started: float, timeout: float = 300) -> None:
+    from django.db import close_old_connections
+
+    from transferability.models import Evaluation, MetricScore, Status
+
+    def finished():
+        close_old_connections()  # a connection broken by a restart is replaced
+        try:
+            return Evaluation.objects.get(pk=evaluation.pk).is_finished
+        except Exception:
+            return False
+
+    try:
+        wait_for(finished, timeout, "the evaluation to finish")
+    except TimeoutError as exc:
+        drill.check(False, str(exc))
+        return
+    evaluation.refresh_from_db()
+    drill.check(evaluation.status == Status.DONE,
+                f"evaluation {evaluation.status} {time.monotonic() - started:.0f} s later, no "
+                f"human action {evaluation.message}")
+    rows = list(evaluation.results.select_related("checkpoint"))
+    drill.check(len(rows) == len(checkpoints) and all(r.status == Status.DONE for r in rows),
+                f"every checkpoint done: {[(r.checkpoint.name, r.status, r.attempts) for r in rows]}")
+    counts = {r.checkpoint.name: MetricScore.objects.filter(result=r).count() for r in rows}
+    drill.check(all(c == metrics for c in counts.values()),
+                f"exactly one result per checkpoint and metric: {counts}")
+
+
+def redis_restart(drill: Drill, env: dict) -> None:
+    from transferability.submission import submit_evaluation
+
+    user, dataset, checkpoints = build(3, 200, 160)
+    drill.start_worker(env, "worker")
+    evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
+    victim = mid_extraction(evaluation, dataset)
+    drill.redis.stop()
+    time.sleep(3)
+    drill.redis.start()
+    started = time.monotonic()
+    drill.check(True, f"Redis stopped and started again (queued messages lost) while "
+                      f"{victim.checkpoint.name} was at {victim.images_done}/"
+                      f"{victim.images_total} images")
+    finished_with_one_result_each(drill, evaluation, checkpoints, 2, started)
+
+
+def postgres_restart(drill: Drill, env: dict) -> None:
+    from django.db import connections
+
+    from transferability.submission import submit_evaluation
+
+    user, dataset, checkpoints = build(3, 200, 160)
+    drill.start_worker(env, "worker")
+    evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
+    victim = mid_extraction(evaluation, dataset)
+    connections.close_all()
+    drill.postgres.restart()
+    started = time.monotonic()
+    drill.check(True, f"PostgreSQL restarted (every connection broken) while "
+                      f"{victim.checkpoint.name} was at {victim.images_done}/"
+                      f"{victim.images_total} images")
+    finished_with_one_result_each(drill, evaluation, checkpoints, 2, started)
+
+
+def out_of_memory(drill: Drill, env: dict) -> None:
+    from transferability.models import Evaluation, Status
+    from transferability.submission import submit_evaluation
+
+    # With 1 MiB of "device memory" for the input batch: 32 px fits 64 images at a time,
+    # 224 px one image at a time, 512 px not even one.
+    user, dataset, checkpoints = build(3, 40, 32, sizes=[32, 224, 512])
+    worker = drill.start_worker(env, "scarce")
+    evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi"])
+    wait_for(lambda: Evaluation.objects.get(pk=evaluation.pk).is_finished, 300,
+             "the evaluation to finish")
+    evaluation.refresh_from_db()
+    by_size = {r.checkpoint.input_size[-1]: r for r in evaluation.results.select_related(
+        "checkpoint")}
+    log = worker.log.read_text()
+    drill.check(by_size[32].status == Status.DONE, f"32 px: {by_size[32].status}, no back-off")
+    drill.check(by_size[224].status == Status.DONE and "batch size now 1" in log,
+                f"224 px: {by_size[224].status} after backing off to one image at a time "
+                f"({log.count('out of memory; batch size now')} back-offs in the worker log)")
+    drill.check(by_size[512].status == Status.FAILED
+                and "out of device memory even one image at a time" in by_size[512].message,
+                f"512 px failed with: {by_size[512].message[:120]!r}")
+    drill.check(evaluation.status == Status.DONE,
+                f"the evaluation finished: {evaluation.message!r}")
+
+
+def fair_queue(drill: Drill, env: dict) -> None:
+    from django.contrib.auth import get_user_model
+
+    from tests.builders import image_folder_zip
+    from transferability.datasets import create_target_dataset
+    from transferability.models import CheckpointResult, Evaluation
+    from transferability.submission import submit_evaluation
+
+    greedy, dataset, checkpoints = build(6, 30, 32)
+    modest = get_user_model().objects.create_user("drill-modest", password="x")
+    archive = image_folder_zip(Path(tempfile.mkdtemp()) / "m.zip", {"a": 30, "b": 30}, seed=5)
+    theirs = create_target_dataset(modest, "theirs", archive)
+    drill.start_worker(env, "shared")
+    many = submit_evaluation(greedy, dataset, checkpoints, metrics=["tmi"])
+    one = submit_evaluation(modest, theirs, checkpoints[:1], metrics=["tmi"])
+    for evaluation in (many, one):
+        wait_for(lambda: Evaluation.objects.get(pk=evaluation.pk).is_finished, 300,
+                 "the evaluations to finish")
+    order = list(CheckpointResult.objects.filter(evaluation__in=[many, one])
+                 .order_by("started_at").values_list("evaluation__owner__username", flat=True))
+    position = order.index("drill-modest") + 1
+    cap = int(env["ZOORANK_USER_IN_FLIGHT"])
+    drill.check(position <= cap + 1,
+                f"the second user's checkpoint started at place {position} of {len(order)}, after "
+                f"{position - 1} of the first user's six (cap {cap}); submitted after all six")
+    drill.check(all(Evaluation.objects.get(pk=e.pk).status == "done" for e in (many, one)),
+                "both evaluations done")
+
+
+def web_restart(drill: Drill, env: dict) -> None:
+    import http.client
+
+    import requests
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from tests.builders import image_folder_zip
+    from transferability.models import TargetDataset
+
+    user = get_user_model().objects.create_user("drill-web", password="x")
+    token = Token.objects.create(user=user).key
+    archive = image_folder_zip(Path(tempfile.mkdtemp()) / "big.zip",
+                               {f"c{i}": 600 for i in range(5)}, seed=9, size=48)
+    drill.start_worker(env, "ingester")
+    port = free_port()
+    web = drill.start_web(env, port)
+    media = Path(env["ZOORANK_VAR_DIR"]) / "media"
+    partial_dir = Path(env["ZOORANK_VAR_DIR"]) / "tmp" / "uploads"
+
+    # 1. Killed while the archive is still arriving.
+    body, boundary = multipart_body(archive.read_bytes(), "half")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/api/datasets/")
+    conn.putheader("Authorization", f"Token {token}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[:len(body) // 2])
+    wait_for(lambda: any(partial_dir.rglob("*.upload*")), 30, "the upload to reach the disk")
+    drill.kill_web(web)
+    left = [str(p.relative_to(partial_dir)) for p in partial_dir.rglob("*.upload*")]
+    drill.check(True, f"web process killed (SIGKILL) with half of a {len(body) / 2**20:.1f} MiB "
+                      f"upload received; it left {left}")
+    web = drill.start_web(env, port)
+    drill.check(not any(partial_dir.rglob("*.upload*")) and not TargetDataset.objects.exists()
+                and not any((media / "uploads").glob("*")),
+                "after the restart: no dataset row, no stored upload, no partial file")
+
+    # 2. Killed just after the upload was accepted: the worker ingests it regardless.
+    with open(archive, "rb") as f:
+        response = requests.post(f"http://127.0.0.1:{port}/api/datasets/",
+                                 headers={"Authorization": f"Token {token}"},
+                                 data={"name": "whole"}, files={"file": f}, timeout=60)
+    drill.check(response.status_code == 202 and response.json()["state"] == "ingesting",
+                f"upload accepted: {response.status_code} {response.json().get('state')}")
+    drill.kill_web(web)
+    started = time.monotonic()
+    web = drill.start_web(env, port)
+    url = f"http://127.0.0.1:{port}/api/datasets/{response.json()['id']}/"
+    final = wait_for(lambda: (body := requests.get(url, headers={
+        "Authorization": f"Token {token}"}, timeout=10).json())["state"] != "ingesting" and body,
+        300, "the ingest to end")
+    drill.check(final["state"] == "ready" and final["num_images"] == 3000,
+                f"the new web process reports the dataset {final['state']} with "
+                f"{final['num_images']} images, {time.monotonic() - started:.0f} s after the "
+                f"web restart")
+    drill.check(not any((media / "uploads").glob("*")), "the stored upload was removed once "
+                                                        "ingested")
+
+
+def multipart_body(data: bytes, name: str) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{name}.zip\"\r\nContent-Type: application/zip\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+def two_hosts(drill: Drill, env: dict) -> None:
+    from drills.hosts import run_two_hosts
+
+    drill.check(run_two_hosts(), "two hosts: see the checks above")
+
+
+SERVICES_ONLY = {"redis-restart", "postgres-restart", "two-hosts"}
 DRILLS = {
     "worker-killed": (worker_killed, {}),
     "time-limit": (time_limit, {"ZOORANK_TASK_TIME_LIMIT_MINUTES": 1 / 3}),
+    "out-of-memory": (out_of_memory, {"ZOORANK_SIMULATED_DEVICE_MEMORY_MB": 1}),
+    "web-restart": (web_restart, {}),
+    "fair-queue": (fair_queue, {"ZOORANK_USER_IN_FLIGHT": 2}),
+    "redis-restart": (redis_restart, {}),
+    "postgres-restart": (postgres_restart, {}),
+    "two-hosts": (two_hosts, {}),
 }
 
 
@@ -245,6 +578,14 @@ def child(name: str, backend: str) -> int:
     print(f"{name} on {backend}:", flush=True)
     started = time.monotonic()
     try:
+        if name == "redis-restart":
+            drill.redis = OwnRedis(Path(tempfile.mkdtemp(prefix="zoorank-redis-")))
+            drill.redis.start()
+            env["REDIS_URL"] = drill.redis.url
+        if name == "postgres-restart":
+            drill.postgres = OwnPostgres(Path(tempfile.mkdtemp(prefix="zoorank-pg-")))
+            drill.postgres.start()
+            env["DATABASE_URL"] = drill.postgres.url.format(name="drill")
         prepare(env)
         func(drill, env)
     except Exception as exc:  # a drill that cannot run is a failed drill
@@ -255,6 +596,10 @@ def child(name: str, backend: str) -> int:
             cleanup(env, var_dir)
         except Exception as exc:
             print(f"  (cleanup: {exc})")
+        for service in (getattr(drill, "redis", None), getattr(drill, "postgres", None)):
+            if service is not None:
+                service.stop()
+                shutil.rmtree(service.folder, ignore_errors=True)
     verdict = "PASS" if not drill.failures else "FAIL"
     print(f"{verdict} {name} on {backend} in {time.monotonic() - started:.0f} s", flush=True)
     return 0 if not drill.failures else 1
@@ -288,7 +633,8 @@ def main() -> int:
     if "services" in backends and not services_up():
         print("PostgreSQL or Redis not reachable: drills on the services skipped")
         backends.remove("services")
-    outcomes = [(n, b, run_one(n, b)) for b in backends for n in names]
+    outcomes = [(n, b, run_one(n, b)) for b in backends for n in names
+                if b == "services" or n not in SERVICES_ONLY]
     print("\n".join(f"{'PASS' if ok else 'FAIL'}  {n} on {b}" for n, b, ok in outcomes))
     return 0 if all(ok for *_, ok in outcomes) else 1
 

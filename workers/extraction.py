@@ -22,6 +22,7 @@ from timm.data import create_transform
 from torchvision import transforms
 
 from . import caches
+from .device import check_simulated_memory, simulated_memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
     chunks: dict[str, list[np.ndarray]] = {}
     done = 0
     micro = batch_size
+    memory_limit = simulated_memory_limit()
     with torch.inference_mode():
         for batch in batches:
             batch = batch.to(device, non_blocking=True)
@@ -198,14 +200,16 @@ def extract(model: torch.nn.Module, device: torch.device, batches: Iterator[torc
                 try:
                     x = ((part.float() - mean) / std).contiguous(
                         memory_format=torch.channels_last)
+                    check_simulated_memory(x, memory_limit)
                     with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
                         layers = forward_layers(model, x, want_logits, stages)
                     if cuda and not all(torch.isfinite(t).all() for t in layers.values()):
                         # fp16 overflowed (values past 65504): this batch again in fp32.
                         layers = forward_layers(model, x, want_logits, stages)
-                except torch.OutOfMemoryError:
+                except torch.OutOfMemoryError as exc:
                     if micro == 1:
-                        raise
+                        raise RuntimeError(f"out of device memory even one image at a time "
+                                           f"({str(exc).splitlines()[0][:300]})") from exc
                     micro = max(1, micro // 2)
                     torch.cuda.empty_cache()
                     log.warning("out of memory; batch size now %d", micro)

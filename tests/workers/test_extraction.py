@@ -89,6 +89,21 @@ def test_the_batch_size_backs_off_on_out_of_memory(images, monkeypatch):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_the_simulated_memory_limit_backs_off_and_then_says_so(images, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    reference = run(images, batch_size=13)
+    one_image = 3 * 32 * 32 * 4  # bytes of one normalised float32 input at 32 px
+    monkeypatch.setenv("ZOORANK_SIMULATED_DEVICE_MEMORY_MB", str(2.5 * one_image / 2**20))
+    out = run(images, batch_size=13)  # 13 -> 6 -> 3 -> 1: two images are too many
+    np.testing.assert_allclose(out.arrays["pre_logits"], reference.arrays["pre_logits"],
+                               rtol=1e-4, atol=1e-4)
+
+    monkeypatch.setenv("ZOORANK_SIMULATED_DEVICE_MEMORY_MB", str(0.5 * one_image / 2**20))
+    with pytest.raises(RuntimeError, match="out of device memory even one image at a time "
+                                           r"\(out of device memory \(simulated: a batch of 1"):
+        run(images, batch_size=13)
+
+
 def test_one_decoding_pass_fills_the_cache_for_every_preprocessing(images, monkeypatch):
     from PIL import Image as PILImage
 
