@@ -571,7 +571,8 @@ def zoo():
 
 
 def zoo_names(response) -> list[str]:
-    return re.findall(r"<tr><td>([^<]+)</td>", table(page(response), "checkpoints"))
+    return re.findall(r'<tr><td><a href="/zoo/\d+/">([^<]+)</a></td>',
+                      table(page(response), "checkpoints"))
 
 
 def test_it_lists_the_zoo_by_name(alice, zoo):
@@ -580,6 +581,8 @@ def test_it_lists_the_zoo_by_name(alice, zoo):
     assert zoo_names(response) == ["convnext_tiny.fb_in1k", "resnet18.tv_in1k",
                                    "resnet50.a1_in1k", "vit_small_patch16_224.augreg_in21k"]
     assert "4 checkpoints" in page(response)
+    first = Checkpoint.objects.get(name="convnext_tiny.fb_in1k")
+    assert f'<a href="/zoo/{first.pk}/">convnext_tiny.fb_in1k</a>' in page(response)
 
 
 def test_it_searches_the_zoo(alice, zoo):
