@@ -28,11 +28,13 @@ class ReadOnlyInline(admin.TabularInline):
 
 @admin.register(TargetDataset)
 class TargetDatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "images", "num_classes", "archive_size", "created_at")
-    list_filter = ("owner",)
+    list_display = ("name", "owner", "state", "images", "num_classes", "archive_size",
+                    "created_at")
+    list_filter = ("state", "owner")
     search_fields = ("name", "content_hash", "owner__username")
-    readonly_fields = ("owner", "store_dir", "class_names", "class_counts", "num_images",
-                       "content_hash", "archive_bytes", "created_at")
+    readonly_fields = ("owner", "state", "message", "skipped", "ingest_done", "ingest_total",
+                       "attempts", "store_dir", "class_names", "class_counts", "num_images",
+                       "content_hash", "archive_bytes", "created_at", "ingested_at")
     fields = ("name",) + readonly_fields
 
     def has_add_permission(self, request):

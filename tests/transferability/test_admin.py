@@ -37,6 +37,15 @@ def test_every_model_has_a_list_and_a_read_only_page(admin_client, evaluation):
                                        status=Status.DONE, delta={"delta_accuracy": 1.25})
     dataset_list = admin_client.get(reverse("admin:transferability_targetdataset_changelist"))
     assert "12,345" in dataset_list.content.decode() and "2.5 MB" in dataset_list.content.decode()
+    refused = TargetDataset.objects.create(
+        owner=evaluation.owner, name="broken", store_dir=uuid.uuid4().hex, state="refused",
+        message="the file is not a zip archive", content_hash="")
+    by_state = admin_client.get(reverse("admin:transferability_targetdataset_changelist"),
+                                {"state__exact": "refused"}).content.decode()
+    assert "broken" in by_state and "flowers" not in by_state
+    detail = admin_client.get(reverse("admin:transferability_targetdataset_change",
+                                      args=[refused.pk])).content.decode()
+    assert "the file is not a zip archive" in detail
     listing = admin_client.get(reverse("admin:transferability_evaluation_changelist"))
     assert listing.status_code == 200 and "100 %" in listing.content.decode()
     page = admin_client.get(reverse("admin:transferability_evaluation_change",
