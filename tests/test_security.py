@@ -718,16 +718,18 @@ def test_hsts_is_sent_over_https_when_https_is_on(world, settings):
     assert "Strict-Transport-Security" not in world.client("owner").get(reverse("dashboard"))
 
 
-# Known and not yet fixed ------------------------------------------------------------------
+# Checkpoints made from a user's data -------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a distilled checkpoint joins the shared zoo with its "
-                   "owner's dataset name, class names and hash in its fields and recipe")
 def test_a_distilled_checkpoint_does_not_show_its_owners_dataset_to_others(world):
-    distilled = Checkpoint.objects.create(
-        name="sec-beta-net.kldp_from_sec-alpha-net_1", architecture="resnet18",
-        family="resnet", input_size=[3, 32, 32], mean=[0.5] * 3, std=[0.5] * 3,
-        source_dataset=SECRET_DATASET, source_classes=list(SECRET_CLASSES),
-        recipe={"lineage": {"dataset": SECRET_DATASET, "evaluation": world.evaluation.pk}})
+    import torch
+
+    from workers.transfers import save_distilled
+
+    # Saved as a transfer saves it: its fields and recipe carry alice's dataset and classes.
+    distilled = save_distilled(world.transfer, torch.nn.Linear(4, 2),
+                               {"delta": {"accuracy_after": 50.0}, "recipe": {}})
+    assert distilled.source_dataset == SECRET_DATASET
+    assert set(distilled.source_classes) == set(SECRET_CLASSES)
     world.transfer.result_checkpoint = distilled
     world.transfer.save()
     for url in (reverse("checkpoint-detail", args=[distilled.pk]),
@@ -735,3 +737,7 @@ def test_a_distilled_checkpoint_does_not_show_its_owners_dataset_to_others(world
         response = world.client("outsider").get(url)
         assert response.status_code in (200, 404)
         assert not leaks(response), f"{url} shows alice's {leaks(response)}"
+    # Hers: she sees it in the zoo and on its card.
+    assert distilled.name in world.client("owner").get(reverse("checkpoint-list")).content.decode()
+    assert world.client("owner").get(reverse("checkpoint-detail",
+                                             args=[distilled.pk])).status_code == 200

@@ -43,7 +43,10 @@ class EvaluationForm(forms.Form):
     )
     score_stages = forms.BooleanField(required=False, label="Also score every stage")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user, **kwargs):
+        """``user``: whose checkpoints are offered besides the shared zoo."""
         super().__init__(*args, **kwargs)
+        field = self.fields["checkpoints"]
+        field.queryset = field.queryset.visible_to(user)
         if not self.is_bound:
             self.initial.setdefault("checkpoints", list(self.fields["checkpoints"].queryset))

@@ -39,6 +39,9 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
     checkpoints = list({c.pk: c for c in checkpoints}.values())  # each once
     if not checkpoints:
         raise SubmissionError("choose at least one checkpoint")
+    others = [c.name for c in checkpoints if c.owner_id not in (None, owner.pk)]
+    if others:
+        raise SubmissionError(f"these checkpoints are not yours: {', '.join(others)}")
     disabled = [c.name for c in checkpoints if not c.enabled]
     if disabled:
         raise SubmissionError(f"these checkpoints are disabled: {', '.join(disabled)}")

@@ -14,6 +14,8 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from zoo.models import Checkpoint
+
 from .models import Evaluation, Status, Transfer
 from .submission import Conflict, SubmissionError, require_a_held_out_split
 
@@ -25,7 +27,8 @@ TRANSFER_TASK = "workers.tasks.transfer_knowledge"
 def _finished_checkpoint(evaluation: Evaluation, key, role: str):
     """A finished checkpoint of the evaluation, by id, name or object."""
     key = getattr(key, "pk", key)
-    results = evaluation.results.select_related("checkpoint").filter(status=Status.DONE)
+    results = evaluation.results.select_related("checkpoint").filter(
+        status=Status.DONE, checkpoint__in=Checkpoint.objects.visible_to(evaluation.owner))
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise SubmissionError(f"give the {role} as a checkpoint id or name")
     if isinstance(key, int) and not 0 < key < 2**63:

@@ -45,8 +45,8 @@ def dashboard(request):
                                   .prefetch_related("results")[:20],
         "dataset_count": datasets.count(),
         "evaluation_count": evaluations.count(),
-        "zoo_size": Checkpoint.objects.count(),
-        "zoo_enabled": Checkpoint.objects.filter(enabled=True).count(),
+        "zoo_size": Checkpoint.objects.visible_to(request.user).count(),
+        "zoo_enabled": Checkpoint.objects.visible_to(request.user).filter(enabled=True).count(),
     })
 
 
@@ -74,7 +74,7 @@ def dataset_detail(request, pk):
     dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
     if not dataset.is_ready:
         return render(request, "transferability/dataset_ingest.html", {"dataset": dataset})
-    form = EvaluationForm(request.POST or None)
+    form = EvaluationForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

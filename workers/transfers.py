@@ -2,7 +2,8 @@
 
 The split is the ground truth's (``truth_split``, 30 % held out, seed 0), so a transfer's
 numbers sit beside the true accuracies of the same evaluation. The distilled student is
-saved as a new local checkpoint whose recipe records its lineage.
+saved as a new local checkpoint whose recipe records its lineage. It is made from the
+evaluation owner's data, so it is theirs: other users neither see nor evaluate it.
 """
 
 import logging
@@ -104,7 +105,8 @@ def save_distilled(transfer: Transfer, model, report: dict) -> Checkpoint:
         weights = dict(weights_source=Checkpoint.WeightsSource.LOCAL,
                        weights_path=str(path.resolve()), weights_sha256=sha256_of_path(path))
     return Checkpoint.objects.create(
-        name=name, architecture=student.architecture, pretrained_tag="",
+        name=name, owner_id=transfer.evaluation.owner_id,
+        architecture=student.architecture, pretrained_tag="",
         family=student.family, **weights,
         model_kwargs=student.model_kwargs, input_size=student.input_size,
         interpolation=student.interpolation, crop_pct=student.crop_pct,

@@ -65,9 +65,12 @@ class CheckpointAdmin(admin.ModelAdmin):
     form = CheckpointForm
     list_display = (
         "name", "architecture", "family", "weights_source", "feature_dim", "parameters",
-        "source_dataset", "top1", "enabled", "curated", "loads", "load_message",
+        "source_dataset", "top1", "enabled", "curated", "loads", "load_message", "owner",
     )
-    list_filter = ("enabled", "weights_source", "family", "source_dataset", "curated", "loads")
+    list_filter = ("enabled", "weights_source", "family", "source_dataset", "curated", "loads",
+                   ("owner", admin.RelatedOnlyFieldListFilter))  # "(None)": the shared zoo
+    list_select_related = ("owner",)
+    raw_id_fields = ("owner",)
     search_fields = ("name", "architecture", "pretrained_tag", "hub_id", "family")
     search_help_text = "Name, architecture, pretrained tag, hub id or family."
     readonly_fields = ("weights_sha256", "loads", "load_message", "validated_at", "created_at",

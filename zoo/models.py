@@ -6,7 +6,16 @@ expects (timm's pretrained config) and what is known of its source training.
 
 import os
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
+
+
+class CheckpointQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The shared zoo and the user's own checkpoints (those made from their data)."""
+        mine = Q(owner=user) if getattr(user, "is_authenticated", False) else Q(pk__in=[])
+        return self.filter(Q(owner__isnull=True) | mine)
 
 
 class Checkpoint(models.Model):
@@ -61,6 +70,13 @@ class Checkpoint(models.Model):
                   "learning rate, augmentation, seed; for a distilled checkpoint its lineage.",
     )
 
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="own_checkpoints",
+        help_text="Empty: part of the shared zoo, seen by everyone. Set: made from this "
+                  "user's data (a distilled student), seen and evaluated by them alone.",
+    )
+
     enabled = models.BooleanField(default=True, db_index=True)
     curated = models.BooleanField(
         default=False, help_text="Edited by hand: catalog imports leave it alone."
@@ -71,6 +87,8 @@ class Checkpoint(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CheckpointQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -13,7 +13,8 @@ SORTABLE = {"name", "-name", "param_count", "-param_count", "feature_dim", "-fea
 
 @login_required
 def checkpoint_list(request):
-    queryset = Checkpoint.objects.all()
+    visible = Checkpoint.objects.visible_to(request.user)
+    queryset = visible
     query = request.GET.get("q", "").strip()
     if query:
         queryset = queryset.filter(Q(name__icontains=query) | Q(architecture__icontains=query)
@@ -28,11 +29,11 @@ def checkpoint_list(request):
         order = "name"
     queryset = queryset.order_by(order, "name")
     page = Paginator(queryset, 50).get_page(request.GET.get("page"))
-    families = (Checkpoint.objects.exclude(family="").values_list("family", flat=True)
+    families = (visible.exclude(family="").values_list("family", flat=True)
                 .distinct().order_by("family"))
     return render(request, "zoo/checkpoint_list.html", {
         "page": page, "query": query, "family": family, "families": families, "order": order,
-        "total": Checkpoint.objects.count(),
+        "total": visible.count(),
     })
 
 
@@ -43,7 +44,7 @@ def checkpoint_detail(request, pk):
     from transferability.models import MetricScore, TruthResult
     from transferability.metrics import REGISTRY
 
-    checkpoint = get_object_or_404(Checkpoint, pk=pk)
+    checkpoint = get_object_or_404(Checkpoint.objects.visible_to(request.user), pk=pk)
     try:
         path = checkpoint.weights_location()  # no torch in a web process
     except Exception as exc:  # a misconfigured entry still gets its card

@@ -49,6 +49,7 @@ def test_a_transfer_reports_delta_and_flips_and_saves_the_student(evaluation, ow
                                                     - delta["accuracy_before"])
     assert set(body["flips_before"]) == set(body["flips_after"]) == {"positive", "negative"}
     new = Checkpoint.objects.get(pk=body["checkpoint"])
+    assert new.owner == owner  # made from alice's data: hers, not the shared zoo's
     lineage = new.recipe["lineage"]
     assert (lineage["teacher"], lineage["student"], lineage["dataset"]) == (
         "teacher-resnet", "student-vit", "colours")

@@ -48,7 +48,8 @@ class CheckpointSerializer(serializers.ModelSerializer):
     "description": 'Checkpoint ids or names, or "all" for every enabled checkpoint.',
 })
 class CheckpointChoiceField(serializers.Field):
-    """A list of checkpoint ids or names, or the string "all" for every enabled one."""
+    """A list of checkpoint ids or names, or the string "all" for every enabled one, among
+    the shared zoo and the requesting user's own checkpoints."""
 
     default_error_messages = {
         "invalid": 'Give a list of checkpoint ids (or names), or "all".',
@@ -58,7 +59,7 @@ class CheckpointChoiceField(serializers.Field):
     }
 
     def to_internal_value(self, data):
-        enabled = Checkpoint.objects.filter(enabled=True)
+        enabled = Checkpoint.objects.visible_to(self.context["request"].user).filter(enabled=True)
         if data == "all":
             chosen = list(enabled)
             if not chosen:

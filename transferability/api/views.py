@@ -235,12 +235,12 @@ class EvaluationTruth(Submissions, APIView):
                      description="Only the enabled checkpoints."),
 ])
 class CheckpointList(generics.ListAPIView):
-    """The zoo."""
+    """The zoo: the shared checkpoints and your own (students distilled on your data)."""
 
     serializer_class = CheckpointSerializer
 
     def get_queryset(self):
-        queryset = Checkpoint.objects.all()
+        queryset = Checkpoint.objects.visible_to(self.request.user)
         search = self.request.query_params.get("search")
         if search:
             queryset = queryset.filter(name__icontains=search)

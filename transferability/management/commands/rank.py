@@ -35,7 +35,7 @@ class Command(BaseCommand):
         if not archive.is_file():
             raise CommandError(f"{archive} is not a file")
         user, _ = get_user_model().objects.get_or_create(username=CLI_USER)
-        chosen = self._checkpoints(checkpoints)
+        chosen = self._checkpoints(checkpoints, user)
         try:
             dataset = create_target_dataset(user, archive.stem, archive)
         except ArchiveError as exc:
@@ -63,13 +63,14 @@ class Command(BaseCommand):
         if evaluation.status != "done":
             raise CommandError(f"evaluation failed: {evaluation.message}")
 
-    def _checkpoints(self, names: list[str]) -> list[Checkpoint]:
+    def _checkpoints(self, names: list[str], user) -> list[Checkpoint]:
+        visible = Checkpoint.objects.visible_to(user)  # users' own checkpoints are theirs
         if not names:
-            chosen = list(Checkpoint.objects.filter(enabled=True))
+            chosen = list(visible.filter(enabled=True))
             if not chosen:
                 raise CommandError("the zoo has no enabled checkpoints")
             return chosen
-        found = {c.name: c for c in Checkpoint.objects.filter(name__in=names)}
+        found = {c.name: c for c in visible.filter(name__in=names)}
         missing = [n for n in names if n not in found]
         if missing:
             raise CommandError(f"unknown checkpoints: {', '.join(missing)}")
