@@ -11,9 +11,11 @@ recipes cut to one epoch on 64 source images: same architectures, quick to make)
 every account one uploaded dataset with one finished evaluation for the users to read. The
 server is what ``make serve`` runs: gunicorn with ``deploy/gunicorn.conf.py`` and one worker,
 ``celery -A config worker -Q gpu,cpu -P solo -c 1``, with ``ZOORANK_SUBMIT_RATE`` raised so
-that the run measures the server and not the throttle. With ``--host URL`` the script
-targets a running server instead and makes the accounts and the zoo through the database
-this environment configures (``DATABASE_URL``), which must be that server's.
+that the run measures the server and not the throttle, and the self-healing sweep every 10 s
+with a three-minute stall limit (work left behind is resumed within the bounded wait). With
+``--host URL`` the script targets a running server instead and makes the accounts and the
+zoo through the database this environment configures (``DATABASE_URL``), which must be that
+server's.
 
 Every user logs in through the login form (with its CSRF token), then reads the dashboard
 ``/``, the zoo ``/zoo/``, its account's evaluation page and that evaluation's API JSON, one
@@ -118,6 +120,9 @@ class Server:
             "REDIS_URL": args.redis_url,
             "HF_HUB_OFFLINE": "1",
             "ZOORANK_SUBMIT_RATE": "1000000/hour",
+            # The self-healing sweep on a few minutes' clock instead of half an hour's, so that
+            # work a worker left behind is resumed within the run's bounded wait.
+            "ZOORANK_SWEEP_SECONDS": "10", "ZOORANK_STALL_MINUTES": "3",
             "LOG_LEVEL": "WARNING",
         })
         self.redis_url = args.redis_url
