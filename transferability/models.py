@@ -171,7 +171,7 @@ class CheckpointResult(models.Model):
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
     # A checkpoint that was evaluated is disabled, not deleted: deleting it would rewrite
     # finished rankings and strand queued work.
-    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="results")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT, related_name="results")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker claimed it.")
@@ -273,7 +273,7 @@ class TruthResult(models.Model):
     """One checkpoint's held-out accuracy after transfer to the target."""
 
     truth = models.ForeignKey(GroundTruth, on_delete=models.CASCADE, related_name="results")
-    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT,
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT,
                                    related_name="truth_results")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
@@ -312,8 +312,8 @@ class Transfer(models.Model):
                               related_name="transfers")
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE,
                                    related_name="transfers")
-    teacher = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
-    student = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    teacher = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT, related_name="+")
+    student = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT, related_name="+")
     variant = models.CharField(max_length=14, choices=Variant.choices,
                                default=Variant.SUPERVISED)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,

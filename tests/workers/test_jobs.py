@@ -12,6 +12,7 @@ from transferability.datasets import create_target_dataset
 from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
 from transferability.submission import submit_evaluation
 from workers import jobs
+from zoo.models import Checkpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -100,12 +101,24 @@ def test_a_task_for_a_deleted_evaluation_does_nothing(owner, dataset):
 
 
 def test_an_evaluated_checkpoint_cannot_be_deleted(owner, dataset):
-    from django.db.models import ProtectedError
+    from django.db.models import RestrictedError
 
     checkpoint = saved_checkpoint("ck-a")
     submit_evaluation(owner, dataset, [checkpoint], enqueue_work=False)
-    with pytest.raises(ProtectedError):
+    with pytest.raises(RestrictedError):
         checkpoint.delete()
+
+
+def test_a_user_with_an_evaluated_checkpoint_of_their_own_can_be_deleted(owner, dataset):
+    # A distilled checkpoint belongs to its user; deleting the user takes their evaluations
+    # with it, so nothing else holds on to the checkpoint.
+    checkpoint = saved_checkpoint("ck-own", owner=owner)
+    submit_evaluation(owner, dataset, [checkpoint], enqueue_work=False)
+
+    owner.delete()
+
+    assert not Checkpoint.objects.filter(pk=checkpoint.pk).exists()
+    assert not Evaluation.objects.exists()
 
 
 def test_stages_with_only_source_head_metrics_and_no_head_do_not_fail(owner, dataset):
