@@ -258,7 +258,10 @@ class Server:
             conn.cursor().execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             conn.close()
             redis.Redis.from_url(self.args.redis_url).flushdb()
+        print(f"removing {self.var_dir} (the unpacked images too) ...", flush=True)
+        started = time.perf_counter()
         shutil.rmtree(self.var_dir, ignore_errors=True)
+        print(f"removed in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
