@@ -204,6 +204,8 @@ ZOORANK_USER_IN_FLIGHT = env_int("ZOORANK_USER_IN_FLIGHT", 8)
 
 # Uploads stream to disk; archives are validated before anything is kept.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = ["config.uploads.LargeChunkMemoryUploadHandler",
+                        "config.uploads.LargeChunkTemporaryUploadHandler"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 ZOORANK_ARCHIVE_LIMITS = {
     "max_bytes": env_int("ZOORANK_MAX_ARCHIVE_MB", 2048) * 1024 * 1024,

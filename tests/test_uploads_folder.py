@@ -24,3 +24,12 @@ def test_a_killed_web_process_leaves_no_partial_upload(settings, tmp_path):
     assert mine == uploads_root() / str(os.getpid()) and mine.is_dir()
     assert settings.FILE_UPLOAD_TEMP_DIR == str(mine)
     assert clear_dead_uploads() == [mine]  # its own folder only once it is started again
+
+
+def test_uploads_are_read_in_large_pieces():
+    from django.http import HttpRequest
+
+    from config.uploads import UPLOAD_CHUNK
+
+    request = HttpRequest()
+    assert [h.chunk_size for h in request.upload_handlers] == [UPLOAD_CHUNK, UPLOAD_CHUNK]

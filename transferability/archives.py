@@ -235,6 +235,8 @@ def _extract(zf, members, tmp: Path, limits: ArchiveLimits, progress=None) -> Un
     records, images = [], []
     digest = hashlib.sha256()
     allowed_bad = int(limits.max_unreadable_fraction * len(members))
+    if progress is not None:
+        progress(0, len(members))  # the index is read: the total is known
     last_report = time.monotonic()
     for n, (info, rel) in enumerate(members):
         if progress is not None and time.monotonic() - last_report >= PROGRESS_SECONDS:
