@@ -32,8 +32,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-__all__ = ["s3_storage", "LocalCache", "local_cache", "store_is_remote", "upload", "upload_if_absent",
-           "download", "delete_object", "object_exists", "fetch_file",
+__all__ = ["s3_storage", "LocalCache", "local_cache", "store_is_remote", "upload",
+           "upload_if_absent", "download", "delete_object", "object_exists", "fetch_file",
            "publish_file"]
 
 INDEX = ".lru.sqlite3"

@@ -1,15 +1,13 @@
 """Many hosts: two Celery workers with nothing in common but PostgreSQL, Redis and S3.
 
 Meant to be called as ``run_two_hosts(...) -> bool`` (from drills/run.py, or from a shell:
-``.venv/bin/python drills/hosts.py``; needs PostgreSQL and Redis on 127.0.0.1).
-It starts moto's S3-compatible server, makes a throwaway PostgreSQL database and uses one
-Redis database, starts two workers whose var, media and cache folders are their own (as two
-machines would have), splits one evaluation of a small zoo between them, stops one, and runs
-a second evaluation on the other; it prints one line per check and returns whether all
-passed. tests/workers/test_two_hosts.py runs the same with the suite's database.
-
-The helpers (:func:`start_s3_server`, :func:`host_environment`, :func:`start_worker`,
-:func:`tasks_by_host`) are shared with that test.
+``.venv/bin/python drills/hosts.py``; needs PostgreSQL on 127.0.0.1 and ``redis-server``).
+In a process of its own it starts moto's S3-compatible server and a Redis of its own, makes
+a throwaway PostgreSQL database, starts two workers whose var, media and cache folders are
+their own (as two machines would have), splits one evaluation of a small zoo between them,
+stops one, and runs a second evaluation on the other; it prints one line per check and
+returns whether all passed. tests/workers/test_two_hosts.py runs the same scenario
+(:func:`two_host_scenario`) on the suite's database, with these helpers.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ if str(ROOT) not in sys.path:
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "zoorank", "AWS_SECRET_ACCESS_KEY": "zoorank-secret",
                   "AWS_DEFAULT_REGION": "us-east-1"}
 DRILL_DATABASE = "postgres://postgres@127.0.0.1:5432/{name}"
-DRILL_REDIS = "redis://127.0.0.1:6379/11"
 ZOO = [("host-resnet", "test_resnet", 1), ("host-vit", "test_vit", 3),
        ("host-convnext", "test_convnext", 2), ("host-resnet-b", "test_resnet", 4)]
 
@@ -64,6 +61,31 @@ def start_s3_server(log_path: Path, timeout: float = 60) -> tuple[subprocess.Pop
             process.kill()
             raise RuntimeError(f"moto's S3 server did not start:\n{log_path.read_text()[-2000:]}")
         time.sleep(0.3)
+
+
+def start_redis_server(folder: Path, timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """A Redis of the hosts' own (no persistence) on a free port: (process, URL). Nothing
+    else on the machine sends tasks to it. Raises RuntimeError when it does not answer."""
+    import redis
+
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=open(folder / "redis.log", "w"), stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            return process, url
+        except redis.RedisError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"redis-server did not start:\n"
+                               f"{(folder / 'redis.log').read_text()[-2000:]}")
+        time.sleep(0.2)
 
 
 def create_bucket(endpoint: str, bucket: str) -> None:
@@ -285,11 +307,22 @@ def two_host_scenario(owner, dataset, checkpoints, workers: dict, sent: list, ch
           "TMI is the same from the shared features")
 
 
-def run_two_hosts(database_url: str = DRILL_DATABASE, redis_url: str = DRILL_REDIS,
+def run_two_hosts(database_url: str = DRILL_DATABASE, redis_url: str | None = None,
                   keep: bool = False) -> bool:
-    """The drill: a throwaway database ``database_url`` (``{name}`` is filled in), Redis
-    database ``redis_url`` (emptied), moto's S3 server and two workers. Prints each check;
-    returns True when all passed. ``keep`` leaves the folder with the logs."""
+    """The drill: a throwaway database ``database_url`` (``{name}`` is filled in), a Redis
+    of its own (``redis-server`` on a free port; or the Redis database ``redis_url``, which
+    it empties), moto's S3 server and two workers. Prints each check; returns True when
+    all passed. ``keep`` leaves the folder with the logs.
+
+    It runs in a process of its own, which is the web host: the caller's Django settings
+    (if any) are not the web host's.
+    """
+    command = [sys.executable, str(Path(__file__).resolve()), "--database-url", database_url]
+    command += (["--redis-url", redis_url] if redis_url else []) + (["--keep"] if keep else [])
+    return subprocess.run(command, cwd=ROOT).returncode == 0
+
+
+def _run_here(database_url: str, redis_url: str | None, keep: bool) -> bool:
     import shutil
 
     base = Path(tempfile.mkdtemp(prefix="zoorank-hosts-"))
@@ -315,7 +348,11 @@ def run_two_hosts(database_url: str = DRILL_DATABASE, redis_url: str = DRILL_RED
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
         admin.close()
         created = True
-        redis.Redis.from_url(redis_url).flushdb()
+        if redis_url:
+            redis.Redis.from_url(redis_url).flushdb()
+        else:
+            own_redis, redis_url = start_redis_server(base)
+            processes.append(own_redis)
         bucket = f"zoorank-{uuid.uuid4().hex[:12]}"
         create_bucket(endpoint, bucket)
         storage_url = f"s3://{bucket}/zoorank"
@@ -376,4 +413,13 @@ def run_two_hosts(database_url: str = DRILL_DATABASE, redis_url: str = DRILL_RED
 
 
 if __name__ == "__main__":
-    sys.exit(0 if run_two_hosts() else 1)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Two hosts sharing PostgreSQL, Redis and S3.")
+    parser.add_argument("--database-url", default=DRILL_DATABASE,
+                        help="PostgreSQL URL with {name} for the throwaway database")
+    parser.add_argument("--redis-url", help="a Redis database to empty (default: a "
+                                            "redis-server of the drill's own)")
+    parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
+    options = parser.parse_args()
+    sys.exit(0 if _run_here(options.database_url, options.redis_url, options.keep) else 1)

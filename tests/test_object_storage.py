@@ -5,7 +5,6 @@ host stores, another finds through the store only.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,7 +153,8 @@ def test_two_processes_share_one_bound_and_leave_no_partial_files(tmp_path):
 def _dataset_folder(store_dir: str, images: int = 6) -> dict[str, bytes]:
     rng = np.random.default_rng(3)
     folder = dataset_store.datasets_root() / store_dir
-    files = {f"{c}/img_{i}.png": png_bytes(rng) for c in ("cats", "dogs") for i in range(images // 2)}
+    files = {f"{c}/img_{i}.png": png_bytes(rng)
+             for c in ("cats", "dogs") for i in range(images // 2)}
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)

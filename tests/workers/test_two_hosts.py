@@ -2,52 +2,55 @@
 only PostgreSQL, Redis and an S3-compatible store (moto's server). One evaluation is split
 between them; a second one, on the host that is left, finds every feature in the store.
 
-Runs when the suite runs on PostgreSQL and Redis (``make test``'s second pass); on SQLite
-it is skipped. The hosts take their tasks from their own Redis database
-(``ZOORANK_TEST_HOSTS_REDIS_URL``, else database 12 of the suite's Redis), so the suite's
-own worker never takes one.
+Runs when the suite runs on PostgreSQL (``make test``'s second pass); on SQLite it is
+skipped. The hosts take their tasks from a Redis of their own (``redis-server`` on a free
+port), so no other worker on the machine takes one; without that binary, from
+``ZOORANK_TEST_HOSTS_REDIS_URL`` (a Redis database nobody else uses).
 """
 
 import os
-from urllib.parse import urlparse, urlunparse
+import shutil
 
 import pytest
 
-from drills.hosts import (ZOO, colour_dataset, host_environment, purge, sending_to, start_worker,
-                          stop, tiny_stored_checkpoint, two_host_scenario, wait_ready)
+from drills.hosts import (ZOO, colour_dataset, host_environment, purge, sending_to,
+                          start_redis_server, start_worker, stop, tiny_stored_checkpoint,
+                          two_host_scenario, wait_ready)
 from tests.object_store import s3_endpoint, s3_hosts  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def hosts_redis_url(settings) -> str:
-    if os.environ.get("ZOORANK_TEST_HOSTS_REDIS_URL"):
-        return os.environ["ZOORANK_TEST_HOSTS_REDIS_URL"]
-    return urlunparse(urlparse(settings.REDIS_URL)._replace(path="/12"))
-
-
 @pytest.fixture
-def services(settings):
-    """The Redis URL for the hosts; skips unless the suite runs on PostgreSQL and Redis."""
+def services(settings, tmp_path):
+    """The hosts' Redis URL; skips unless the suite runs on PostgreSQL and Redis answers."""
     engine = settings.DATABASES["default"]["ENGINE"]
-    if "postgresql" not in engine or not settings.REDIS_URL or not os.environ.get("DATABASE_URL"):
-        pytest.skip("two hosts share PostgreSQL and Redis: run with DATABASE_URL and REDIS_URL "
+    if "postgresql" not in engine or not os.environ.get("DATABASE_URL"):
+        pytest.skip("two hosts share PostgreSQL: run with DATABASE_URL and REDIS_URL "
                     "(make test's second pass)")
-    url = hosts_redis_url(settings)
+    if shutil.which("redis-server"):
+        process, url = start_redis_server(tmp_path)
+        yield url
+        stop(process)
+        return
+    url = os.environ.get("ZOORANK_TEST_HOSTS_REDIS_URL")
+    if not url:
+        pytest.skip("no redis-server binary for the hosts' own Redis, and no "
+                    "ZOORANK_TEST_HOSTS_REDIS_URL")
     try:
         import redis
 
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except Exception as exc:
         pytest.skip(f"Redis at {url} is not reachable: {exc}")
-    return url
+    purge(url)
+    yield url
 
 
 def test_two_hosts_split_an_evaluation_and_share_features_through_the_store(
         services, s3_hosts, owner, tmp_path, monkeypatch):
     from django.db import connection
 
-    purge(services)
     sent = []
     monkeypatch.setattr("config.celery.app.send_task", sending_to(services, sent))
     s3_hosts.use("web")
