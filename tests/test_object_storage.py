@@ -234,6 +234,20 @@ def test_uploaded_weights_are_in_the_store_and_fetched_into_the_host_cache(s3_ho
 
 
 @pytest.mark.django_db
+def test_the_model_card_asks_the_store_without_downloading(s3_hosts, client, admin_user):
+    checkpoint = _uploaded_checkpoint()
+    cache_b = s3_hosts.use("b")
+    client.force_login(admin_user)
+
+    html = client.get(f"/zoo/{checkpoint.pk}/").content.decode()
+
+    assert "in the object store" in html
+    assert not any(cache_b.rglob("*.safetensors"))  # nothing fetched for the page
+    checkpoint.weights_file.storage.delete(checkpoint.weights_file.name)
+    assert "missing from the object store" in client.get(f"/zoo/{checkpoint.pk}/").content.decode()
+
+
+@pytest.mark.django_db
 def test_demo_weights_go_to_the_store(s3_hosts):
     from zoo.demo_zoo import DEMO_ZOO, build_checkpoint, is_current
 

@@ -5,6 +5,8 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, render
 
+from config.local_cache import store_is_remote
+
 from .models import Checkpoint
 
 SORTABLE = {"name", "-name", "param_count", "-param_count", "feature_dim", "-feature_dim",
@@ -45,12 +47,16 @@ def checkpoint_detail(request, pk):
     from transferability.metrics import REGISTRY
 
     checkpoint = get_object_or_404(Checkpoint.objects.visible_to(request.user), pk=pk)
-    try:
-        path = checkpoint.weights_location()  # no torch in a web process
-    except Exception as exc:  # a misconfigured entry still gets its card
-        path, weights_problem = None, str(exc)
+    path, in_store, weights_problem = None, None, ""
+    if (checkpoint.weights_source == Checkpoint.WeightsSource.UPLOAD and checkpoint.weights_file
+            and store_is_remote()):
+        # Asked of the object store: the page does not download the weights to show them.
+        in_store = checkpoint.weights_file.storage.exists(checkpoint.weights_file.name)
     else:
-        weights_problem = ""
+        try:
+            path = checkpoint.weights_location()  # no torch in a web process
+        except Exception as exc:  # a misconfigured entry still gets its card
+            weights_problem = str(exc)
     scores = (MetricScore.objects.filter(result__checkpoint=checkpoint,
                                          result__evaluation__owner=request.user,
                                          layer=MetricScore.PRE_LOGITS, value__isnull=False)
@@ -70,6 +76,7 @@ def checkpoint_detail(request, pk):
         "checkpoint": checkpoint,
         "weights_path": path,
         "weights_present": path.exists() if path else None,
+        "weights_in_store": in_store,
         "weights_problem": weights_problem,
         "evaluations": list(by_evaluation.values()),
         "metric_columns": [spec for name, spec in REGISTRY.items() if name in present],
