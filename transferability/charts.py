@@ -309,10 +309,12 @@ def metric_agreement(rows, specs) -> tuple[list[str], list[list[float | None]], 
 
     done = [r for r in rows if r.result.status == Status.DONE]
     labels = [s.label for s in specs]
-    taus, counts = [], []
-    for a in specs:
-        tau_row, count_row = [], []
-        for b in specs:
+    n = len(specs)
+    taus = [[None] * n for _ in range(n)]
+    counts = [[0] * n for _ in range(n)]
+    for i, a in enumerate(specs):
+        for j in range(i, n):  # tau is symmetric: each pair once
+            b = specs[j]
             pairs = [(_float(r.scores.get(a.name)), _float(r.scores.get(b.name))) for r in done]
             pairs = [(p, q) for p, q in pairs if p is not None and q is not None]
             value = None
@@ -323,10 +325,8 @@ def metric_agreement(rows, specs) -> tuple[list[str], list[list[float | None]], 
                     value = _float(kendall_tau(x, y))
                 except (ConstantInputError, ValueError):
                     value = None
-            tau_row.append(value)
-            count_row.append(len(pairs))
-        taus.append(tau_row)
-        counts.append(count_row)
+            taus[i][j] = taus[j][i] = value
+            counts[i][j] = counts[j][i] = len(pairs)
     return labels, taus, counts
 
 

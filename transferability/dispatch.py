@@ -58,8 +58,10 @@ def plan(cap: int | None = None) -> list[int]:
     for owner in owners:
         room = cap - busy.get(owner, 0)
         if room > 0:
-            queues.append(deque(waiting().filter(evaluation__owner=owner)
-                                .values_list("pk", flat=True)[:room]))
+            queue = deque(waiting().filter(evaluation__owner=owner)
+                          .values_list("pk", flat=True)[:room])
+            if queue:  # another dispatcher may have released them since the first query
+                queues.append(queue)
     order = []
     while queues:
         for queue in list(queues):

@@ -1,11 +1,15 @@
 """Celery tasks: thin wrappers that pass primary keys to ``workers.jobs``."""
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
 
 from transferability.dispatch import dispatch
 
 from . import healing, ingest, jobs, transfers, verification
+
+log = logging.getLogger(__name__)
 
 
 @worker_ready.connect
@@ -17,9 +21,12 @@ def _start_sweeping(**_kwargs) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def evaluate_checkpoint(result_id: int) -> None:
     evaluation_id = jobs.evaluate_checkpoint(result_id)
-    dispatch()  # a place in flight is free: the next user's turn
     if evaluation_id is not None:
         finalize_evaluation.apply_async((evaluation_id,), queue="gpu")
+    try:
+        dispatch()  # a place in flight is free: the next user's turn
+    except Exception:  # the sweep dispatches too; this checkpoint's work is saved
+        log.exception("dispatch after checkpoint result %s failed", result_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)

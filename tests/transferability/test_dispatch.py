@@ -107,3 +107,23 @@ def test_a_retry_waits_its_turn_like_a_submission(owner, zoo, sent_tasks, settin
         assert retry(evaluation) == 2
     assert sent_ids(sent_tasks) == rows[:1]
     assert CheckpointResult.objects.get(pk=rows[1]).queued_at is None
+
+
+def test_rows_released_by_another_dispatcher_meanwhile_are_skipped(owner, outsider, zoo,
+                                                                  sent_tasks, monkeypatch):
+    from transferability import dispatch as dispatcher
+
+    a = submit(owner, zoo[:2], enqueue_work=False)
+    b = submit(outsider, zoo[:1], enqueue_work=False)
+    real_waiting = dispatcher.waiting
+    calls = []
+
+    def waiting_then_released():
+        calls.append(1)
+        if len(calls) == 2:  # after the users were listed, before their rows are read
+            CheckpointResult.objects.filter(pk__in=a).update(queued_at=timezone.now())
+        return real_waiting()
+
+    monkeypatch.setattr(dispatcher, "waiting", waiting_then_released)
+
+    assert plan(cap=2) == b
