@@ -51,11 +51,12 @@ worker: install
 
 # Production serving on this machine: gunicorn (deploy/gunicorn.conf.py; ZOORANK_WEB_WORKERS
 # processes of ZOORANK_WEB_THREADS threads) with WhiteNoise serving the collected static files,
-# plus one worker on both queues. deploy/ runs the same parts as services, one worker per GPU.
+# plus one worker on both queues at a lower CPU priority (nice 10), so that pages are answered
+# first. deploy/ runs the same parts as services, one worker per GPU.
 SERVE_WORKER := $(BIN)/celery -A config worker -Q gpu,cpu -P solo -c 1 --without-gossip --without-mingle
 serve: migrate static
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	$(SERVE_WORKER) --loglevel=INFO & worker=$$!; \
+	nice -n 10 $(SERVE_WORKER) --loglevel=INFO & worker=$$!; \
 	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:$(PORT) config.wsgi
 
 # The suite on the embedded default (SQLite, on-disk broker), then on PostgreSQL and

@@ -137,7 +137,10 @@ class Server:
         conn.close()
         redis.Redis.from_url(self.redis_url).flushdb()
         run([str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v0"], self.env)
-        self.spawn("worker", [str(BIN / "celery"), "-A", "config", "worker", "-Q", "gpu,cpu",
+        # As `make serve` runs it: on a host shared with the web server, at a lower CPU
+        # priority, so pages are answered first and the evaluations take what is left.
+        self.spawn("worker", ["nice", "-n", "10", str(BIN / "celery"), "-A", "config", "worker",
+                              "-Q", "gpu,cpu",
                               "-P", "solo", "-c", "1", "--without-gossip", "--without-mingle",
                               "--loglevel=INFO"], ready="ready.")
         self.spawn("web", [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
@@ -434,6 +437,16 @@ def main() -> None:
         env = Environment(user_classes=user_classes(accounts, uploaders, submitted, failures),
                           host=url)
         runner = env.create_local_runner()
+        reads_timed: list[tuple[float, float]] = []  # (when, ms) of every page read
+        spawned_at: list[float] = []
+
+        def on_request(request_type, name, response_time, exception=None, **_kw):
+            if request_type == "GET" and name in READS and exception is None:
+                reads_timed.append((time.monotonic(), response_time))
+
+        env.events.request.add_listener(on_request)
+        env.events.spawning_complete.add_listener(
+            lambda user_count: spawned_at.append(time.monotonic()))
         print(f"{args.users} users ({uploaders} submitting) for {args.seconds:.0f} s; load "
               f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ...", flush=True)
         runner.start(args.users, spawn_rate=args.spawn_rate)
@@ -443,6 +456,13 @@ def main() -> None:
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         table, p95_reads = percentiles_table(env.stats, READS)
         print(table)
+        if spawned_at:
+            after = sorted(ms for when, ms in reads_timed if when >= spawned_at[0])
+            if after:
+                print(f"page reads once every user had logged in: {len(after)} requests, p50 "
+                      f"{after[len(after) // 2]:.0f} ms, p95 {after[int(0.95 * (len(after) - 1))]:.0f}"
+                      f" ms (the logins, {args.users} password hashes in the first "
+                      f"{args.users / args.spawn_rate:.0f} s, are the rest)")
         for error in env.stats.errors.values():
             print(f"  {error.occurrences} x {error.method} {error.name}: {error.error}")
         for failure in failures:
