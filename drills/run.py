@@ -385,39 +385,41 @@ def finished_with_one_result_each(drill: Drill, evaluation, checkpoints, metrics
                 f"exactly one result per checkpoint and metric: {counts}")
 
 
-def redis_restart(drill: Drill, env: dict) -> None:
+def restart_mid_evaluation(drill: Drill, env: dict, restart, what: str) -> None:
+    """An evaluation of three checkpoints; ``restart()`` while one is mid-extraction; the
+    evaluation must finish with no human action, one result per checkpoint and metric."""
     from transferability.submission import submit_evaluation
 
     user, dataset, checkpoints = build(3, 200, 160)
     drill.start_worker(env, "worker")
     evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
     victim = mid_extraction(evaluation, dataset)
-    drill.redis.stop()
-    time.sleep(3)
-    drill.redis.start()
+    restart()
     started = time.monotonic()
-    drill.check(True, f"Redis stopped and started again (queued messages lost) while "
-                      f"{victim.checkpoint.name} was at {victim.images_done}/"
+    drill.check(True, f"{what} while {victim.checkpoint.name} was at {victim.images_done}/"
                       f"{victim.images_total} images")
     finished_with_one_result_each(drill, evaluation, checkpoints, 2, started)
+
+
+def redis_restart(drill: Drill, env: dict) -> None:
+    def restart():
+        drill.redis.stop()
+        time.sleep(3)
+        drill.redis.start()
+
+    restart_mid_evaluation(drill, env, restart,
+                           "Redis stopped and started again (queued messages lost)")
 
 
 def postgres_restart(drill: Drill, env: dict) -> None:
     from django.db import connections
 
-    from transferability.submission import submit_evaluation
+    def restart():
+        connections.close_all()
+        drill.postgres.restart()
 
-    user, dataset, checkpoints = build(3, 200, 160)
-    drill.start_worker(env, "worker")
-    evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
-    victim = mid_extraction(evaluation, dataset)
-    connections.close_all()
-    drill.postgres.restart()
-    started = time.monotonic()
-    drill.check(True, f"PostgreSQL restarted (every connection broken) while "
-                      f"{victim.checkpoint.name} was at {victim.images_done}/"
-                      f"{victim.images_total} images")
-    finished_with_one_result_each(drill, evaluation, checkpoints, 2, started)
+    restart_mid_evaluation(drill, env, restart,
+                           "PostgreSQL restarted (every connection broken)")
 
 
 def out_of_memory(drill: Drill, env: dict) -> None:
