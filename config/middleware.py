@@ -1,5 +1,6 @@
 """Requests no view should see, and the Content-Security-Policy of every response."""
 
+import contextlib
 import contextvars
 import re
 import secrets
@@ -39,6 +40,17 @@ _SCRIPT_TAG = re.compile(r"<script(?=[\s>])")
 def current_csp_nonce() -> str | None:
     """The nonce of the request being answered (None outside a request)."""
     return _nonce.get()
+
+
+@contextlib.contextmanager
+def no_nonce():
+    """Inside it, :func:`nonce_scripts` leaves scripts bare: for fragments that are cached
+    and given each later request's nonce when they are used."""
+    token = _nonce.set(None)
+    try:
+        yield
+    finally:
+        _nonce.reset(token)
 
 
 def nonce_scripts(html: str) -> str:

@@ -6,6 +6,7 @@ import tempfile
 import numpy as np
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
@@ -13,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from config.middleware import no_nonce, nonce_scripts
 from workers import caches
 from zoo.models import Checkpoint
 
@@ -251,21 +253,12 @@ def evaluation_detail(request, pk):
         "rank_label": chart_spec.label if chart_spec else "",
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},
-        "score_chart": charts.score_bars(rows, _chart_specs(columns, chart_spec), chart_spec)
-        if chart_spec else "",
-        "flips_chart": charts.flips_heatmap(evaluation.complementarity)
-        if evaluation.complementarity else "",
+        **_evaluation_charts(evaluation, rows, columns, chart_spec, truth),
         "pairs": _linked(pair_rows(evaluation.complementarity, ids_by_name), pair_base),
         "pair_total": len(report_names) * (len(report_names) - 1),
         "pair_models": len(report_names),
         "pair_ids": json.dumps(ids_by_name),
         "pair_base": pair_base,
-        "cost_chart": charts.cost_scatter(rows, _chart_specs(columns, chart_spec))
-        if evaluation.is_finished and chart_spec else "",
-        "agreement_chart": charts.agreement_heatmap(rows, columns)
-        if evaluation.is_finished else "",
-        "probe_chart": charts.probe_scatter(rows, _chart_specs(columns, chart_spec))
-        if evaluation.is_finished else "",
         "has_probe": any("probe_accuracy" in r.scores for r in rows),
         "cached_features": {r.result.pk for r in rows if r.result.feature_key
                             and caches.features.has(r.result.feature_key, PRE_LOGITS)},
@@ -293,6 +286,44 @@ def evaluation_detail(request, pk):
         if truth and truth["agreement"] else "",
     }
     return render(request, "transferability/evaluation_detail.html", context)
+
+
+CHARTS_CACHE_SECONDS = 24 * 3600
+
+
+def _evaluation_charts(evaluation, rows, columns, chart_spec, truth) -> dict[str, str]:
+    """The evaluation page's charts of scores, cost, agreement, probe and flips.
+
+    A finished evaluation's charts change only when it finishes again (a retry) or its
+    ground truth moves on, so they are drawn once per such state and cached (without a
+    CSP nonce; each request's is put on when they are used): drawing them is most of the
+    page's work (the agreement matrix alone is a Kendall tau per pair of metrics).
+    """
+    def draw() -> dict[str, str]:
+        specs = _chart_specs(columns, chart_spec) if chart_spec else []
+        finished = evaluation.is_finished
+        return {
+            "score_chart": charts.score_bars(rows, specs, chart_spec) if chart_spec else "",
+            "flips_chart": charts.flips_heatmap(evaluation.complementarity)
+            if evaluation.complementarity else "",
+            "cost_chart": charts.cost_scatter(rows, specs) if finished and chart_spec else "",
+            "agreement_chart": charts.agreement_heatmap(rows, columns) if finished else "",
+            "probe_chart": charts.probe_scatter(rows, specs) if finished else "",
+        }
+
+    if not evaluation.is_finished:
+        return draw()
+    state = (evaluation.created_at.isoformat(), evaluation.status,
+             evaluation.finished_at.isoformat() if evaluation.finished_at else "", truth and truth["status"], truth and str(truth["finished_at"]),
+             [r.checkpoint.name for r in rows])
+    key = "evaluation-charts:" + hashlib.sha256(
+        f"{evaluation.pk}|{state}".encode()).hexdigest()[:32]
+    drawn = cache.get(key)
+    if drawn is None:
+        with no_nonce():
+            drawn = draw()
+        cache.set(key, drawn, CHARTS_CACHE_SECONDS)
+    return {name: nonce_scripts(html) for name, html in drawn.items()}
 
 
 def _warning_notes(warnings) -> list[tuple[str, str]]:

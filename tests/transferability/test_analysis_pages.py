@@ -637,3 +637,33 @@ def test_the_dataset_stats_command_measures_old_datasets(owner, tmp_path):
 
     assert TargetDataset.objects.get(pk=dataset.pk).image_stats["images"] == 12
     assert f"dataset {dataset.pk} (colours): 12 images" in out.getvalue()
+
+
+def test_a_finished_evaluations_charts_are_drawn_once_and_get_each_requests_nonce(
+        alice, owner, tmp_path, monkeypatch):
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    cache.clear()
+    evaluation = evaluation_with_cache(owner, tmp_path)
+    Evaluation.objects.filter(pk=evaluation.pk).update(finished_at=timezone.now())
+    drawn = []
+    real = charts.agreement_heatmap
+    monkeypatch.setattr(charts, "agreement_heatmap",
+                        lambda *a, **kw: drawn.append(1) or real(*a, **kw))
+    url = reverse("evaluation-detail", args=[evaluation.pk])
+
+    first, second = alice.get(url), alice.get(url)
+
+    assert len(drawn) == 1  # the second view took the drawn charts from the cache
+    for response in (first, second):
+        nonce = response.wsgi_request.csp_nonce
+        scripts = re.findall(r"<script[^>]*>\s*window.PLOTLYENV", page(response))
+        assert scripts and all(f'nonce="{nonce}"' in s for s in scripts)
+    assert first.wsgi_request.csp_nonce != second.wsgi_request.csp_nonce
+    assert figure(page(first), "chart-agreement") == figure(page(second), "chart-agreement")
+
+    # Finishing again (say, after a retry) draws them anew.
+    Evaluation.objects.filter(pk=evaluation.pk).update(finished_at=timezone.now())
+    alice.get(url)
+    assert len(drawn) == 2
