@@ -206,40 +206,25 @@ def build(n_checkpoints: int, per_class: int, input_size: int, sizes=None, archi
 
 
 def worker_killed(drill: Drill, env: dict) -> None:
-    from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
+    from transferability.models import CheckpointResult, Evaluation
     from transferability.submission import submit_evaluation
 
     user, dataset, checkpoints = build(3, 200, 160)
     first = drill.start_worker(env, "first")
     evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
-    victim = wait_for(lambda: CheckpointResult.objects.filter(
-        evaluation=evaluation, status=Status.RUNNING, images_done__gt=0,
-        images_done__lt=dataset.num_images).first(), 120, "a checkpoint mid-extraction")
+    victim = mid_extraction(evaluation, dataset)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     drill.check(True, f"worker killed (SIGKILL) while {victim.checkpoint.name} was at "
                       f"{victim.images_done}/{victim.images_total} images")
     started = time.monotonic()
     drill.start_worker(env, "second")
-    try:
-        wait_for(lambda: Evaluation.objects.get(pk=evaluation.pk).is_finished, 240,
-                 "the evaluation to finish")
-    except TimeoutError as exc:
-        drill.check(False, str(exc))
+    if not finished_with_one_result_each(drill, evaluation, checkpoints, 2, started,
+                                         timeout=240):
         return
-    evaluation.refresh_from_db()
-    drill.check(evaluation.status == Status.DONE,
-                f"evaluation {evaluation.status} {time.monotonic() - started:.0f} s after the "
-                f"new worker started, no human action {evaluation.message}")
-    rows = list(evaluation.results.all())
-    drill.check(len(rows) == len(checkpoints) and all(r.status == Status.DONE for r in rows),
-                f"every checkpoint done: {[(r.checkpoint.name, r.status) for r in rows]}")
     killed = CheckpointResult.objects.get(pk=victim.pk)
     drill.check(killed.attempts == 2, f"the interrupted checkpoint was claimed twice "
                                       f"(attempts {killed.attempts})")
-    counts = {r.checkpoint.name: MetricScore.objects.filter(result=r).count() for r in rows}
-    drill.check(all(c == 2 for c in counts.values()),
-                f"exactly one result per checkpoint and metric: {counts}")
     again = submit_evaluation(user, dataset, checkpoints, metrics=["tmi"])
     wait_for(lambda: Evaluation.objects.get(pk=again.pk).is_finished, 120,
              "the second evaluation")
@@ -356,7 +341,9 @@ def mid_extraction(evaluation, dataset):
 
 
 def finished_with_one_result_each(drill: Drill, evaluation, checkpoints, metrics: int,
-                                  started: float, timeout: float = 300) -> None:
+                                  started: float, timeout: float = 300) -> bool:
+    """Wait for the evaluation; check it is done with one result per checkpoint and metric.
+    False when it did not finish in time."""
     from django.db import close_old_connections
 
     from transferability.models import Evaluation, MetricScore, Status
@@ -372,7 +359,7 @@ def finished_with_one_result_each(drill: Drill, evaluation, checkpoints, metrics
         wait_for(finished, timeout, "the evaluation to finish")
     except TimeoutError as exc:
         drill.check(False, str(exc))
-        return
+        return False
     evaluation.refresh_from_db()
     drill.check(evaluation.status == Status.DONE,
                 f"evaluation {evaluation.status} {time.monotonic() - started:.0f} s later, no "
@@ -383,6 +370,7 @@ def finished_with_one_result_each(drill: Drill, evaluation, checkpoints, metrics
     counts = {r.checkpoint.name: MetricScore.objects.filter(result=r).count() for r in rows}
     drill.check(all(c == metrics for c in counts.values()),
                 f"exactly one result per checkpoint and metric: {counts}")
+    return True
 
 
 def restart_mid_evaluation(drill: Drill, env: dict, restart, what: str) -> None:

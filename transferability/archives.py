@@ -1,18 +1,9 @@
 """Validating and unpacking an uploaded ImageFolder archive into the dataset store.
 
-Only this module unpacks archives. What refuses an archive and what only warns:
-
-Refused (nothing is kept; the reason names the entry):
-- not a zip, or damaged; an encrypted entry; an absolute path, ``..`` or a link;
-- over a limit: archive bytes, entries, unpacked bytes, compression ratio of an entry;
-- an image outside a class folder, or fewer than 2 class folders with images;
-- unreadable images (not decodable, or over the pixel limit) in more than
-  ``max_unreadable_fraction`` of the images (1 % by default).
-
-Skipped with a warning (listed on the dataset, the rest is used):
-- unreadable images up to that fraction (say 3 among 10,000);
-- files inside a class folder that are not images (a stray ``notes.txt``);
-- README or licence files beside the class folders, ``__MACOSX``, dot files (silently).
+Only this module unpacks archives. What refuses an archive (nothing is kept, the reason
+names the entry) and what is only skipped with a warning (listed on the dataset) is
+:data:`INGEST_POLICY`, which the upload page shows; the share of unreadable images that is
+skipped rather than refused is ``ArchiveLimits.max_unreadable_fraction``.
 
 Nothing is written outside the destination: the archive is unpacked into a temporary
 folder next to it and renamed into place only when everything passed.

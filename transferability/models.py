@@ -71,12 +71,6 @@ class TargetDataset(models.Model):
         return self.state == self.State.READY
 
     @property
-    def ingest_progress(self) -> float:
-        if self.state != self.State.INGESTING:
-            return 1.0
-        return self.ingest_done / self.ingest_total if self.ingest_total else 0.0
-
-    @property
     def root(self) -> Path:
         """A local folder with the dataset's files (fetched from the store if need be)."""
         from .dataset_store import local_root

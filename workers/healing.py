@@ -81,37 +81,16 @@ def stall_cutoff():
     return timezone.now() - timedelta(minutes=float(settings.ZOORANK_STALL_MINUTES))
 
 
-def _requeue(model, task: str, cutoff, unfinished_parent, never_sent=None) -> list[int]:
-    """Stamp and queue again the silent unfinished rows of ``model`` (but ``never_sent``)."""
+def _requeue(silent, task: str, queue: str = "gpu") -> list[int]:
+    """Stamp and queue again the rows of ``silent`` (a queryset of rows fallen silent)."""
     from config.celery import app
-    from transferability.models import Status
 
-    silent = model.objects.filter(status__in=(Status.PENDING, Status.RUNNING),
-                                  heartbeat_at__lt=cutoff, **unfinished_parent)
-    if never_sent is not None:
-        silent = silent.exclude(never_sent)
     queued = []
     for pk, beat in silent.values_list("pk", "heartbeat_at"):
         # Only the sweeper whose update wins queues it.
-        if model.objects.filter(pk=pk, heartbeat_at=beat).update(heartbeat_at=timezone.now()):
-            app.send_task(task, args=(pk,), queue="gpu")
-            queued.append(pk)
-    return queued
-
-
-def _requeue_ingests(cutoff) -> list[int]:
-    """Uploads whose ingest fell silent (its worker died, or the web process died before
-    queueing it): queued again on the ``cpu`` queue."""
-    from config.celery import app
-    from transferability.models import TargetDataset
-
-    silent = TargetDataset.objects.filter(state=TargetDataset.State.INGESTING,
-                                          heartbeat_at__lt=cutoff)
-    queued = []
-    for pk, beat in silent.values_list("pk", "heartbeat_at"):
-        if TargetDataset.objects.filter(pk=pk, heartbeat_at=beat).update(
+        if silent.model.objects.filter(pk=pk, heartbeat_at=beat).update(
                 heartbeat_at=timezone.now()):
-            app.send_task("workers.tasks.ingest_dataset", args=(pk,), queue="cpu")
+            app.send_task(task, args=(pk,), queue=queue)
             queued.append(pk)
     return queued
 
@@ -121,20 +100,26 @@ def sweep() -> dict[str, list[int]]:
     from config.celery import app
     from transferability.dispatch import dispatch
     from transferability.models import (CheckpointResult, Evaluation, GroundTruth, Status,
-                                        Transfer, TruthResult)
+                                        TargetDataset, Transfer, TruthResult)
 
     from . import jobs, verification
 
     cutoff = stall_cutoff()
     running = (Status.PENDING, Status.RUNNING)
+    silent = Q(status__in=running, heartbeat_at__lt=cutoff)  # unfinished, no sign of life
     done = {
         # Rows still waiting their turn were never sent: the dispatcher's, not stalled.
-        "checkpoints": _requeue(CheckpointResult, "workers.tasks.evaluate_checkpoint", cutoff,
-                                {"evaluation__status__in": running}, never_sent=WAITING),
-        "truth_rows": _requeue(TruthResult, "workers.tasks.verify_checkpoint", cutoff,
-                               {"truth__status__in": running}),
-        "transfers": _requeue(Transfer, "workers.tasks.transfer_knowledge", cutoff, {}),
-        "ingests": _requeue_ingests(cutoff),
+        "checkpoints": _requeue(CheckpointResult.objects.filter(
+            silent, evaluation__status__in=running).exclude(WAITING),
+            "workers.tasks.evaluate_checkpoint"),
+        "truth_rows": _requeue(TruthResult.objects.filter(silent, truth__status__in=running),
+                               "workers.tasks.verify_checkpoint"),
+        "transfers": _requeue(Transfer.objects.filter(silent), "workers.tasks.transfer_knowledge"),
+        # Uploads whose ingest fell silent (its worker died, or the web process died before
+        # queueing it).
+        "ingests": _requeue(TargetDataset.objects.filter(
+            state=TargetDataset.State.INGESTING, heartbeat_at__lt=cutoff),
+            "workers.tasks.ingest_dataset", queue="cpu"),
         "evaluations_finalized": [],
         "truths_finalized": [],
     }
