@@ -96,7 +96,10 @@ def test_panel_states_approximations_and_set_level_components(monkeypatch):
     assert scores["knn_accuracy"].details["note"] == "k-NN on 100 of 120 samples"
     assert scores["ncti"].value is None
     assert set(scores["ncti"].details["components"]) == {"seli", "ncc", "vc"}
-    assert scores["tmi"].details == {}
+    # TMI says how much of it the floor decides.
+    assert set(scores["tmi"].details) == {"diagnostics"}
+    assert set(scores["tmi"].details["diagnostics"]) == {"floored_share", "median_distance",
+                                                         "floor", "k"}
 
 
 def test_a_source_metric_without_a_head_is_explained():

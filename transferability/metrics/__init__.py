@@ -25,11 +25,18 @@ from .registry import (PRIMARY_METRIC, REGISTRY, MetricSpec, applicable_metrics,
                        ranking_metric)
 from .sfda import sfda
 from .statistics import FeatureStatistics
-from .tmi import tmi
+from .knn_mutual_information import knn_mutual_information
+from .tmi import (tmi, tmi_floor_diagnostics, tmi_per_dimension, tmi_relative_floor,
+                  tmi_standardized)
 from .transrate import transrate
 
 __all__ = [
     "tmi",
+    "tmi_floor_diagnostics",
+    "tmi_standardized",
+    "tmi_relative_floor",
+    "tmi_per_dimension",
+    "knn_mutual_information",
     "logme",
     "leep",
     "nleep",

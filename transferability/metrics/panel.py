@@ -23,7 +23,8 @@ from .statistics import FeatureStatistics
 
 __all__ = ["PanelScore", "score_panel"]
 
-APPROXIMATION_LABELS = {"knn_accuracy": "k-NN", "nleep": "N-LEEP's mixture fitted"}
+APPROXIMATION_LABELS = {"knn_accuracy": "k-NN", "nleep": "N-LEEP's mixture fitted",
+                        "knn_mutual_information": "k-NN MI"}
 
 
 @dataclass
@@ -70,6 +71,8 @@ def score_panel(
                 value, error = float(result), ""
                 if not np.isfinite(value):
                     value, error = None, f"{spec.name} is not finite on these features"
+                elif spec.diagnose is not None:
+                    details["diagnostics"] = spec.diagnose(stats)
         except ValueError as exc:
             value, error = None, str(exc)
         if spec.sample_limit and stats.n > spec.sample_limit:

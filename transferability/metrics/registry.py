@@ -15,7 +15,8 @@ from .nce import nce
 from .nleep import NLEEP_SAMPLE_LIMIT, nleep
 from .parc import parc
 from .sfda import sfda
-from .tmi import tmi
+from .knn_mutual_information import KNN_MI_SAMPLE_LIMIT, knn_mutual_information
+from .tmi import tmi, tmi_floor_diagnostics, tmi_per_dimension, tmi_relative_floor, tmi_standardized
 from .transrate import transrate
 
 __all__ = ["MetricSpec", "PRIMARY_METRIC", "REGISTRY", "applicable_metrics", "get_metric",
@@ -40,10 +41,24 @@ class MetricSpec:
     combine: Callable[[list[dict]], list[float]] | None = None
     # Above this many samples the metric runs on a stratified subsample (stated with it).
     sample_limit: int | None = None
+    # A scale-aware form of another metric (its name): studied beside it, left out of the
+    # consensus of the established metrics; it leads only when the evidence picks it.
+    variant_of: str | None = None
+    # diagnose(statistics) -> dict stored with the score (TMI: how much its floor decides).
+    diagnose: Callable | None = None
 
 
 _SPECS = [
-    MetricSpec("tmi", "TMI", tmi, FEATURES, True, "metric", "Xu & Kang, ICCV 2023"),
+    MetricSpec("tmi", "TMI", tmi, FEATURES, True, "metric", "Xu & Kang, ICCV 2023",
+               diagnose=tmi_floor_diagnostics),
+    MetricSpec("tmi_standardized", "TMI, standardised", tmi_standardized, FEATURES, True,
+               "metric", "TMI on features of unit RMS spread", variant_of="tmi"),
+    MetricSpec("tmi_relative_floor", "TMI, relative floor", tmi_relative_floor, FEATURES, True,
+               "metric", "TMI, floor 0.01 x the median k-th distance", variant_of="tmi"),
+    MetricSpec("tmi_per_dimension", "TMI per dimension", tmi_per_dimension, FEATURES, True,
+               "metric", "standardised TMI / d", variant_of="tmi"),
+    MetricSpec("knn_mutual_information", "k-NN MI", knn_mutual_information, FEATURES, True, "metric",
+               "Ross, PLoS ONE 2014", variant_of="tmi", sample_limit=KNN_MI_SAMPLE_LIMIT),
     MetricSpec("logme", "LogME", logme, FEATURES, True, "metric", "You et al., ICML 2021"),
     MetricSpec("leep", "LEEP", leep, SOURCE_PROBS, True, "metric", "Nguyen et al., ICML 2020"),
     MetricSpec("nleep", "N-LEEP", nleep, FEATURES, True, "metric", "Li et al., CVPR 2021",
