@@ -114,6 +114,10 @@ class Evaluation(models.Model):
                                           default=CorrectnessSource.TARGET)
     score_stages = models.BooleanField(default=False,
                                        help_text="Also score the pooled output of every stage.")
+    # Ground truth to measure as soon as the evaluation finishes ("finetune" or "probe").
+    truth_on_finish = models.CharField(max_length=10, blank=True, default="",
+                                       help_text="Measure ground truth in this mode once "
+                                                 "every checkpoint is done.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
                               db_index=True)
     message = models.TextField(blank=True)
@@ -243,6 +247,13 @@ class GroundTruth(models.Model):
     message = models.TextField(blank=True)
     test_fraction = models.FloatField(default=0.3, help_text="Held-out share of each class.")
     seed = models.IntegerField(default=0, help_text="Seeds the split and the training.")
+    # On a budget (transferability.budget): "top" or "halving" over the lead's order, and
+    # the plan: {"rungs": [{"epochs", "checkpoints"}], "rung": current, "order": [names],
+    # "history": {name: [{"epochs", "accuracy"}]}}. Empty strategy: every chosen checkpoint.
+    strategy = models.CharField(max_length=10, blank=True, default="")
+    budget = models.PositiveSmallIntegerField(null=True, blank=True,
+                                              help_text="Full fine-tunes' worth of training.")
+    plan = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -260,7 +271,11 @@ class GroundTruth(models.Model):
         results = list(self.results.all())
         if not results:
             return 0.0
-        return sum(r.status in (Status.DONE, Status.FAILED) for r in results) / len(results)
+        active = [r for r in results if r.status != Status.DONE or r.accuracy is not None] \
+            if self.plan.get("rungs") else results
+        share = sum(r.status in (Status.DONE, Status.FAILED) for r in active) / max(len(active), 1)
+        rungs = len(self.plan.get("rungs") or [None])
+        return (self.plan.get("rung", 0) + share) / rungs
 
 
 class TruthResult(models.Model):

@@ -5,9 +5,14 @@
 - Warnings per metric: constant across the candidates (it cannot discriminate, e.g. H-score
   = 2 for every checkpoint when it saturates), and, for the metrics that estimate per-class
   (co)variances, a feature width d at least the images of the smallest class.
+- TMI's floor: where most k-th neighbour distances are raised to ``min_dist``, TMI counts
+  feature width d more than the features' spread; flagged per checkpoint and said once.
 - The recommendation: the best by true accuracy when ground truth was measured, else the
-  best consensus rank; with its rank by every metric and baseline, the margin to the next,
-  and cautions (metrics that disagree, a small dataset, warnings).
+  best by the lead predictor (chosen by evidence, :mod:`transferability.predictors`), else
+  the best consensus rank; with its rank by every metric and baseline, the margin to the
+  next, how sure it is (P(first) and rank intervals over resampled images,
+  :mod:`transferability.metrics.resampling`) and cautions (metrics that disagree, a tie, a
+  small dataset, warnings).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import REGISTRY
+from .metrics.resampling import NOT_RESAMPLED, consensus_confidence, rank_confidence
+from .metrics.tmi import FLOOR_DECIDES_SHARE
 from .models import Status
 from .ranking import ConstantInputError, kendall_tau
 
-__all__ = ["consensus_ranks", "metric_warnings", "recommend", "SMALL_DATASET_IMAGES",
-           "SMALL_CLASS_IMAGES"]
+__all__ = ["consensus_ranks", "metric_warnings", "recommend", "tmi_floor_caution",
+           "SMALL_DATASET_IMAGES", "SMALL_CLASS_IMAGES"]
 
 # Metrics that estimate a covariance or scatter per class (or need d < n_c to be meaningful).
 COVARIANCE_METRICS = {"hscore", "sfda", "gbc"}
@@ -55,7 +62,37 @@ def metric_warnings(rows, class_counts) -> dict[str, dict[str, str]]:
                         f"feature width d = {d} is at least the {smallest} images of the "
                         f"smallest class: class covariances are not estimable and the value "
                         f"saturates")
+    for r in rows:
+        share = r.diagnostics.get("tmi", {}).get("floored_share")
+        if r.scores.get("tmi") is not None and share is not None \
+                and share >= FLOOR_DECIDES_SHARE:
+            out.setdefault("tmi", {})[r.checkpoint.name] = (
+                f"{100 * share:.0f} % of its k-th neighbour distances are below TMI's floor "
+                f"({r.diagnostics['tmi']['floor']:g}): the value counts feature width d more "
+                f"than the features' spread")
     return out
+
+
+def tmi_floor_caution(rows) -> str | None:
+    """One sentence when the floor decides TMI over these checkpoints, else None."""
+    rows = [r for r in _done(rows) if r.scores.get("tmi") is not None
+            and "floored_share" in r.diagnostics.get("tmi", {})]
+    if not rows:
+        return None
+    share = float(np.mean([r.diagnostics["tmi"]["floored_share"] for r in rows]))
+    if share < FLOOR_DECIDES_SHARE:
+        return None
+    text = (f"TMI measures feature width here: {100 * share:.0f} % of neighbour distances are "
+            f"at its floor")
+    widths = [r.result.feature_dim or r.checkpoint.feature_dim for r in rows]
+    if len(rows) >= 3 and all(widths) and len(set(widths)) > 1:
+        try:
+            tau = kendall_tau([r.scores["tmi"] for r in rows], widths)
+        except (ConstantInputError, ValueError):
+            tau = None
+        if tau is not None:
+            text += f" (its order against feature width d: Kendall τ {tau:.2f})"
+    return text
 
 
 def consensus_ranks(rows, warnings=None) -> tuple[dict[str, int], list[str]]:
@@ -64,7 +101,7 @@ def consensus_ranks(rows, warnings=None) -> tuple[dict[str, int], list[str]]:
     rows = _done(rows)
     warnings = warnings if warnings is not None else {}
     used = [name for name, spec in REGISTRY.items() if spec.kind == "metric"
-            and "*" not in warnings.get(name, {})
+            and spec.variant_of is None and "*" not in warnings.get(name, {})
             and rows and all(name in r.ranks for r in rows)]
     if not used:
         return {}, []
@@ -87,11 +124,37 @@ class Recommendation:
     cautions: list[str] = field(default_factory=list)
     first_by: int = 0  # how many of the metrics put it first
     metrics_used: int = 0
+    lead: object = None  # the predictors.Lead the evaluation is ranked by
+    # {"resamples", "p_first": {name: p}, "rank_interval": {name: [lo, hi]}} for the lead
+    # and for the consensus; empty when no resamples were made.
+    confidence: dict = field(default_factory=dict)
+    consensus_confidence: dict = field(default_factory=dict)
+    confidence_text: str = ""
+
+    def payload(self) -> dict:
+        """The API's ``recommendation``."""
+        lead = self.lead
+        return {"checkpoint": self.checkpoint.name, "basis": self.basis, "margin": self.margin,
+                "lead": lead.name if lead else None,
+                "lead_label": lead.label if lead else None,
+                "lead_basis": lead.basis if lead else None,
+                "p_first": self.confidence.get("p_first", {}),
+                "rank_interval": self.confidence.get("rank_interval", {}),
+                "resamples": self.confidence.get("resamples", 0),
+                "consensus_p_first": self.consensus_confidence.get("p_first", {}),
+                "consensus_rank_interval": self.consensus_confidence.get("rank_interval", {}),
+                "confidence": self.confidence_text,
+                "cautions": list(self.cautions)}
 
 
 def recommend(rows, class_counts, truth: dict | None = None,
-              ranking: str | None = None) -> Recommendation | None:
-    """The checkpoint to take, with the evidence; None when nothing finished."""
+              ranking: str | None = None, lead=None) -> Recommendation | None:
+    """The checkpoint to take, with the evidence; None when nothing finished.
+
+    ``lead``: the :class:`~transferability.predictors.Lead` that ranks the evaluation;
+    ``ranking``: a single metric compared with the linear probe in the cautions (the
+    lead's chart metric when left out).
+    """
     done = _done(rows)
     if not done:
         return None
@@ -99,12 +162,27 @@ def recommend(rows, class_counts, truth: dict | None = None,
     consensus, used = consensus_ranks(rows, warnings)
     accuracy = (truth or {}).get("accuracy") or {}
     measured = [r for r in done if r.checkpoint.name in accuracy]
+    lead_scores = lead.scores(done) if lead is not None else {}
+    ranking = ranking or (lead.chart_metric if lead is not None else None)
+    tie = None
     if len(measured) >= 2:
         ordered = sorted(measured, key=lambda r: -accuracy[r.checkpoint.name])
         best, runner = ordered[0], ordered[1]
         basis = f"best true accuracy ({accuracy[best.checkpoint.name]:.1f} %)"
         gap = accuracy[best.checkpoint.name] - accuracy[runner.checkpoint.name]
         margin = f"{gap:.1f} points above {runner.checkpoint.name}"
+    elif lead_scores:
+        ordered = sorted((r for r in done if r.checkpoint.name in lead_scores),
+                         key=lambda r: (-lead_scores[r.checkpoint.name], r.checkpoint.name))
+        best = ordered[0]
+        runner = ordered[1] if len(ordered) > 1 else None
+        basis = f"first by {lead.label}, the lead predictor"
+        margin = _probe_margin(best, runner)
+        tied = [r.checkpoint.name for r in ordered[1:]
+                if lead_scores[r.checkpoint.name] == lead_scores[best.checkpoint.name]]
+        if tied:
+            tie = (f"tied with {', '.join(tied)} by {lead.label}: taken by name; compare "
+                   f"them by the consensus and the baselines")
     elif consensus:
         ordered = sorted(done, key=lambda r: (consensus[r.checkpoint.name], r.checkpoint.name))
         best = ordered[0]
@@ -120,14 +198,64 @@ def recommend(rows, class_counts, truth: dict | None = None,
         runner = ordered[1] if len(ordered) > 1 else None
         basis = "best rank"
         margin = _probe_margin(best, runner)
-    rec = Recommendation(best.checkpoint, basis, margin=margin, metrics_used=len(used))
+    rec = Recommendation(best.checkpoint, basis, margin=margin, metrics_used=len(used),
+                         lead=lead)
     for name, spec in REGISTRY.items():
         if name in best.ranks:
             of = sum(1 for r in done if name in r.ranks)
             rec.ranks.append((spec.label, best.ranks[name], of))
     rec.first_by = sum(1 for m in used if best.ranks.get(m) == 1)
+    rec.confidence, rec.consensus_confidence = _confidence(done, lead, used)
+    rec.confidence_text = _confidence_text(rec.confidence, best.checkpoint.name, lead)
     rec.cautions = _cautions(done, best, used, warnings, class_counts, ranking)
+    if tie:
+        rec.cautions.insert(0, tie)
+    p_best = rec.confidence.get("p_first", {}).get(best.checkpoint.name)
+    if p_best is not None and p_best < 0.5 and len(measured) < 2:
+        rec.cautions.insert(0, f"no clear winner: first in only {100 * p_best:.0f} % of "
+                               f"resampled image sets")
     return rec
+
+
+def _resampled(done, metric) -> dict[str, list]:
+    values = {r.checkpoint.name: r.resamples.get(metric) for r in done}
+    return values if all(values.values()) else {}
+
+
+def _confidence(done, lead, used) -> tuple[dict, dict]:
+    """P(first) and rank intervals for the lead and for the consensus, from the
+    resampled scores (empty when a checkpoint lacks them)."""
+    if len(done) < 2:
+        return {}, {}
+    higher = {name: spec.higher_is_better for name, spec in REGISTRY.items()}
+    lead_conf = {}
+    if lead is not None:
+        members = {m: _resampled(done, m) for m in lead.candidate.members}
+        if all(members.values()):
+            if len(members) == 1:
+                (metric, values), = members.items()
+                lead_conf = rank_confidence(values, higher[metric])
+            else:
+                lead_conf = consensus_confidence(members, higher)
+    per_metric = {m: _resampled(done, m) for m in used if m not in NOT_RESAMPLED}
+    per_metric = {m: v for m, v in per_metric.items() if v}
+    consensus_conf = consensus_confidence(per_metric, higher) if per_metric else {}
+    return (lead_conf if lead_conf.get("resamples") else {},
+            consensus_conf if consensus_conf.get("resamples") else {})
+
+
+def _confidence_text(confidence: dict, best: str, lead) -> str:
+    """"first in 83 % of 30 resamples; X in 12 %"."""
+    p_first = confidence.get("p_first") or {}
+    if best not in p_first:
+        if lead is not None and any(m in NOT_RESAMPLED for m in lead.candidate.members):
+            return f"{lead.label} is not resampled ({NOT_RESAMPLED[lead.chart_metric]})"
+        return ""
+    others = sorted(((p, n) for n, p in p_first.items() if n != best and p > 0), reverse=True)
+    text = f"first in {100 * p_first[best]:.0f} % of {confidence['resamples']} resamples"
+    if others:
+        text += "; " + ", ".join(f"{n} in {100 * p:.0f} %" for p, n in others[:2])
+    return text
 
 
 def _probe_margin(best, runner) -> str:
@@ -169,7 +297,10 @@ def _cautions(done, best, used, warnings, class_counts, ranking) -> list[str]:
         cautions.append(f"a small dataset ({total} images, {smallest} in the smallest class): "
                         f"scores are noisy")
     flagged = [REGISTRY[name].label for name, where in warnings.items()
-               if "*" in where or best.checkpoint.name in where]
+               if "*" in where or (name != "tmi" and best.checkpoint.name in where)]
     if flagged:
         cautions.append("cannot discriminate here: " + ", ".join(flagged))
+    floor = tmi_floor_caution(done)
+    if floor:
+        cautions.append(floor)
     return cautions

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Prefetch
 
-from .metrics import REGISTRY, ranking_metric
+from .metrics import REGISTRY
 from .models import CheckpointResult, Evaluation, MetricScore, Status
 
 
@@ -15,7 +15,12 @@ class ResultRow:
     errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float | None] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
-    rank: int | None = None  # by the evaluation's ranking metric (rows_ranking_metric)
+    rank: int | None = None  # by the lead predictor (transferability.predictors)
+    lead_score: float | None = None  # the lead's score, higher better
+    # What a metric said about its own value (TMI: the share of floored distances).
+    diagnostics: dict[str, dict] = field(default_factory=dict)
+    # Each metric's value on the evaluation's resamples (metrics.resampling), when made.
+    resamples: dict[str, list] = field(default_factory=dict)
     stage_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
     # How a pre-logits score was approximated ("k-NN on 10,000 of 50,000 samples").
     notes: dict[str, str] = field(default_factory=dict)
@@ -47,7 +52,9 @@ def approximation_notes(rows: list[ResultRow]) -> list[tuple]:
             for (noted, note) in notes if noted == name]
 
 
-def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
+def ranked_rows(evaluation: Evaluation, rank: bool = True) -> list[ResultRow]:
+    """The evaluation's rows with every metric's ranks; with ``rank``, ranked and sorted by
+    the lead predictor (:func:`transferability.predictors.lead_for_rows`)."""
     # Scores in the order they were written: stages in network order.
     scores = Prefetch("scores", queryset=MetricScore.objects.order_by("pk"))
     results = list(evaluation.results.select_related("checkpoint").prefetch_related(scores))
@@ -62,6 +69,10 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
                     row.errors[score.metric] = score.error
                 if score.details.get("note"):
                     row.notes[score.metric] = score.details["note"]
+                if score.details.get("diagnostics"):
+                    row.diagnostics[score.metric] = score.details["diagnostics"]
+                if score.details.get("resamples"):
+                    row.resamples[score.metric] = score.details["resamples"]
             else:
                 row.stage_scores.setdefault(score.layer, {})[score.metric] = score.value
         rows.append(row)
@@ -69,18 +80,32 @@ def ranked_rows(evaluation: Evaluation) -> list[ResultRow]:
         scored = [r for r in rows if r.scores.get(name) is not None
                   and r.result.status == Status.DONE]
         scored.sort(key=lambda r: r.scores[name], reverse=spec.higher_is_better)
-        previous, rank = None, 0
+        previous, metric_rank = None, 0
         for position, row in enumerate(scored, start=1):
             if row.scores[name] != previous:
-                rank, previous = position, row.scores[name]
-            row.ranks[name] = rank
-    ranking = rows_ranking_metric(rows)
-    for row in rows:
-        row.rank = row.ranks.get(ranking) if ranking else None
+                metric_rank, previous = position, row.scores[name]
+            row.ranks[name] = metric_rank
+    if not rank:
+        return rows
+    from .predictors import lead_for_rows
+
+    lead = lead_for_rows(rows)
+    scores = lead.scores(rows) if lead else {}
+    ordered = sorted((r for r in rows if r.checkpoint.name in scores),
+                     key=lambda r: -scores[r.checkpoint.name])
+    previous, position_rank = None, 0
+    for position, row in enumerate(ordered, start=1):
+        row.lead_score = scores[row.checkpoint.name]
+        if row.lead_score != previous:
+            position_rank, previous = position, row.lead_score
+        row.rank = position_rank
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.checkpoint.name))
     return rows
 
 
 def rows_ranking_metric(rows: list[ResultRow]) -> str | None:
-    """One metric ranks a whole evaluation (see metrics.ranking_metric)."""
-    return ranking_metric(name for row in rows for name in row.ranks)
+    """The registry metric that stands for the lead in charts (its best member)."""
+    from .predictors import lead_for_rows
+
+    lead = lead_for_rows(rows)
+    return lead.chart_metric if lead else None

@@ -24,7 +24,8 @@ class Conflict(SubmissionError):
 
 def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
                       correctness_source: str = Evaluation.CorrectnessSource.TARGET,
-                      score_stages: bool = False, enqueue_work: bool = True) -> Evaluation:
+                      score_stages: bool = False, enqueue_work: bool = True,
+                      truth_on_finish: str = "") -> Evaluation:
     """Create the evaluation and one result row per checkpoint; enqueue after commit.
 
     With ``enqueue_work=False`` nothing goes to the queue: the caller runs the work itself
@@ -56,10 +57,17 @@ def submit_evaluation(owner, dataset: TargetDataset, checkpoints, metrics=None,
                               f"{', '.join(Evaluation.CorrectnessSource.values)}")
     if correctness_source == Evaluation.CorrectnessSource.SOURCE:
         _check_source_classes(dataset, checkpoints)
+    if truth_on_finish:
+        from .models import GroundTruth
+        if truth_on_finish not in GroundTruth.Mode.values:
+            raise SubmissionError(f"truth_on_finish must be one of "
+                                  f"{', '.join(GroundTruth.Mode.values)}")
+        require_a_held_out_split(dataset)
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             owner=owner, dataset=dataset, metrics=metrics,
             correctness_source=correctness_source, score_stages=score_stages,
+            truth_on_finish=truth_on_finish,
         )
         CheckpointResult.objects.bulk_create(
             CheckpointResult(evaluation=evaluation, checkpoint=c,

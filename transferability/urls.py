@@ -24,6 +24,7 @@ urlpatterns = [
     path("datasets/<id:pk>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<id:pk>/delete/", views.dataset_delete, name="dataset-delete"),
     path("datasets/<id:pk>/images/<id:index>.png", views.dataset_image, name="dataset-image"),
+    path("predictors/", views.predictors, name="predictors"),
     path("evaluations/compare/", views.evaluation_compare, name="evaluation-compare"),
     path("evaluations/<id:pk>/", views.evaluation_detail, name="evaluation-detail"),
     path("evaluations/<id:pk>/retry/", views.evaluation_retry, name="evaluation-retry"),

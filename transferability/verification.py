@@ -18,6 +18,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from .budget import plan as budget_plan
 from .ground_truth import standard_error
 from .metrics import REGISTRY
 from .models import Evaluation, GroundTruth, Status, TruthResult
@@ -55,14 +56,23 @@ REFERENCES = [
 
 
 def submit_truth(evaluation: Evaluation, checkpoints=None, mode: str = GroundTruth.Mode.FINETUNE,
-                 enqueue_work: bool = True) -> GroundTruth:
+                 enqueue_work: bool = True, budget: int | None = None,
+                 strategy: str = "") -> GroundTruth:
     """Create (or replace a finished) ground truth for ``evaluation`` and queue its work.
 
     ``checkpoints``: Checkpoint objects, ids or names among the evaluation's finished
-    checkpoints; None for all of them.
+    checkpoints; None for all of them. ``budget`` and ``strategy`` ("top", "halving"):
+    verify on a budget of that many full fine-tunes over the lead predictor's order
+    (:mod:`transferability.budget`) instead.
     """
     if mode not in GroundTruth.Mode.values:
         raise SubmissionError(f"mode must be one of {', '.join(GroundTruth.Mode.values)}")
+    if budget is not None or strategy:
+        if checkpoints is not None:
+            raise SubmissionError("give either checkpoints or a budget, not both")
+        if mode != GroundTruth.Mode.FINETUNE:
+            raise SubmissionError("a budget counts fine-tunes: it needs mode 'finetune'")
+        strategy = strategy or "top"
     if not evaluation.is_finished:
         raise Conflict("the evaluation is still running; ground truth is measured "
                               "once it has finished")
@@ -70,7 +80,10 @@ def submit_truth(evaluation: Evaluation, checkpoints=None, mode: str = GroundTru
             evaluation.results.select_related("checkpoint").filter(status=Status.DONE)}
     if not done:
         raise SubmissionError("no checkpoint of this evaluation finished")
-    if checkpoints is None:
+    plan = {}
+    if strategy:
+        chosen, plan = _budget_plan(evaluation, done, strategy, budget)
+    elif checkpoints is None:
         chosen = list(done.values())
     else:
         by_id = {c.pk: c for c in done.values()}
@@ -94,19 +107,87 @@ def submit_truth(evaluation: Evaluation, checkpoints=None, mode: str = GroundTru
                 raise Conflict("ground truth is already being measured for this "
                                       "evaluation")
             existing.delete()
-        truth = GroundTruth.objects.create(evaluation=evaluation, mode=mode)
+        truth = GroundTruth.objects.create(evaluation=evaluation, mode=mode,
+                                           strategy=strategy, budget=budget, plan=plan)
         TruthResult.objects.bulk_create(TruthResult(truth=truth, checkpoint=c) for c in chosen)
         if enqueue_work:
             transaction.on_commit(lambda: enqueue_truth(truth.pk))
     return truth
 
 
-def enqueue_truth(truth_id: int) -> None:
-    """One task per checkpoint, sent by name (the web process never imports torch)."""
+def _budget_plan(evaluation, done: dict, strategy: str, budget) -> tuple[list, dict]:
+    """The checkpoints of the first rung and the plan, in the lead predictor's order."""
+    from .ground_truth import FinetuneRecipe
+    from .results import ranked_rows
+
+    if budget is None:
+        raise SubmissionError("give a budget: how many full fine-tunes to spend")
+    order = [r.checkpoint.name for r in ranked_rows(evaluation)
+             if r.rank is not None and r.checkpoint.name in done]
+    order += sorted(set(done) - set(order))  # not scored by the lead: last
+    try:
+        rungs = budget_plan(strategy, budget, len(order), FinetuneRecipe().epochs)
+    except ValueError as exc:
+        raise SubmissionError(str(exc)) from None
+    chosen = [done[name] for name in order[:rungs[0]["checkpoints"]]]
+    return chosen, {"rungs": rungs, "rung": 0, "order": order, "history": {}}
+
+
+def estimate_minutes(evaluation: Evaluation, names: list[str], epochs: int | None = None
+                     ) -> float | None:
+    """Minutes a full fine-tune of ``names`` would take here: from this site's measured
+    fine-tunes (seconds per training image and epoch, per checkpoint, else the median over
+    all), else from the evaluation's extraction throughput (a training step costs about
+    three forward passes). None when nothing was measured."""
+    from .ground_truth import FinetuneRecipe
+
+    recipe = FinetuneRecipe()
+    epochs = epochs or recipe.epochs
+    runs = len(recipe.learning_rates)
+    rates: dict[str, list[float]] = {}
+    for name, details, seconds in TruthResult.objects.filter(
+            status=Status.DONE, truth__mode=GroundTruth.Mode.FINETUNE, seconds__gt=0,
+            checkpoint__name__in=names).values_list("checkpoint__name", "details", "seconds"):
+        grid = (details or {}).get("grid") or []
+        trained = (details or {}).get("train")
+        run_epochs = ((details or {}).get("recipe") or {}).get("epochs")
+        if grid and trained and run_epochs:
+            rates.setdefault(name, []).append(seconds / (trained * run_epochs * len(grid)))
+    everyone = [r for values in rates.values() for r in values]
+    if not everyone:
+        for details, seconds in TruthResult.objects.filter(
+                status=Status.DONE, truth__mode=GroundTruth.Mode.FINETUNE,
+                seconds__gt=0).values_list("details", "seconds")[:500]:
+            grid, trained = (details or {}).get("grid"), (details or {}).get("train")
+            run_epochs = ((details or {}).get("recipe") or {}).get("epochs")
+            if grid and trained and run_epochs:
+                everyone.append(seconds / (trained * run_epochs * len(grid)))
+    train = round(0.7 * evaluation.dataset.num_images)
+    total = 0.0
+    for result in evaluation.results.select_related("checkpoint").filter(
+            checkpoint__name__in=names):
+        name = result.checkpoint.name
+        if name in rates:
+            rate = float(np.median(rates[name]))
+        elif everyone:
+            rate = float(np.median(everyone))
+        elif result.extraction_seconds and result.images_total and not result.features_cached:
+            rate = 3.0 * result.extraction_seconds / result.images_total
+        else:
+            return None
+        total += rate * train * epochs * runs
+    return total / 60.0
+
+
+def enqueue_truth(truth_id: int, only=None) -> None:
+    """One task per checkpoint, sent by name (the web process never imports torch);
+    ``only``: those truth result ids (the survivors of a rung)."""
     from config.celery import app
 
-    ids = list(TruthResult.objects.filter(truth_id=truth_id).order_by("pk")
-               .values_list("pk", flat=True))
+    rows = TruthResult.objects.filter(truth_id=truth_id)
+    if only is not None:
+        rows = rows.filter(pk__in=only)
+    ids = list(rows.order_by("pk").values_list("pk", flat=True))
     try:
         for result_id in ids:
             app.send_task(VERIFY_CHECKPOINT, args=(result_id,), queue="gpu")
@@ -172,6 +253,7 @@ def truth_payload(evaluation: Evaluation, rows) -> dict | None:
         if r.accuracy is not None and r.details.get("test"):
             errors[r.checkpoint.name] = standard_error(r.accuracy, r.details["test"])
     values = list(accuracy.values())
+    budget = _budget_payload(truth, evaluation, accuracy) if truth.strategy else None
     return {
         "status": truth.status,
         "mode": truth.mode,
@@ -190,5 +272,37 @@ def truth_payload(evaluation: Evaluation, rows) -> dict | None:
                      "details": r.details} for r in results],
         "created_at": truth.created_at,
         "finished_at": truth.finished_at,
+        # On a budget: the strategy, its rungs, the best found and its regret.
+        "budget": budget,
     }
+
+
+def full_truth_elsewhere(evaluation: Evaluation) -> dict[str, float]:
+    """True accuracies of a finished full fine-tuning truth (not on a budget) of the same
+    dataset content, the latest; {} when there is none."""
+    truth = (GroundTruth.objects.filter(
+        status=Status.DONE, mode=GroundTruth.Mode.FINETUNE, strategy="",
+        evaluation__dataset__content_hash=evaluation.dataset.content_hash,
+        evaluation__dataset__owner=evaluation.owner)
+        .order_by("-finished_at").first())
+    if truth is None:
+        return {}
+    return dict(truth.results.filter(status=Status.DONE, accuracy__isnull=False)
+                .values_list("checkpoint__name", "accuracy"))
+
+
+def _budget_payload(truth: GroundTruth, evaluation: Evaluation, accuracy: dict) -> dict:
+    plan = truth.plan or {}
+    found = max(accuracy, key=accuracy.get) if accuracy else None
+    out = {"strategy": truth.strategy, "budget": truth.budget, "rungs": plan.get("rungs", []),
+           "rung": plan.get("rung", 0), "order": plan.get("order", []),
+           "history": plan.get("history", {}), "best_found": found,
+           "best_found_accuracy": accuracy.get(found) if found else None,
+           "regret": None, "full_truth_best": None}
+    if found and truth.status == Status.DONE:
+        full = full_truth_elsewhere(evaluation)
+        if found in full and len(full) >= 2:
+            best = max(full, key=full.get)
+            out.update(regret=full[best] - full[found], full_truth_best=best)
+    return out
 

@@ -29,11 +29,12 @@ from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset,
 from .metrics import REGISTRY
 from .pairs import (PRE_LOGITS, direction_summary, find_pair, flip_examples, pair_rows,
                     sample_correctness)
+from .predictors import lead_for_rows, predictor_report
 from .recommendation import consensus_ranks, metric_warnings, recommend
-from .results import approximation_notes, metric_columns, ranked_rows, rows_ranking_metric
+from .results import approximation_notes, metric_columns, ranked_rows
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 from .transfers import submit_transfer, suggest_pair
-from .verification import REFERENCES, submit_truth, truth_payload
+from .verification import REFERENCES, estimate_minutes, submit_truth, truth_payload
 
 
 @login_required
@@ -50,6 +51,18 @@ def dashboard(request):
         "zoo_size": Checkpoint.objects.visible_to(request.user).count(),
         "zoo_enabled": Checkpoint.objects.visible_to(request.user).filter(enabled=True).count(),
     })
+
+
+@login_required
+def predictors(request):
+    """Which predictor to trust: every predictor's agreement with the site's ground truths,
+    the chooser's leave-one-dataset-out check, and the lead it picked."""
+    report = predictor_report(request.user)
+    measuring = (GroundTruth.objects.filter(evaluation__owner=request.user)
+                 .exclude(status__in=(Status.DONE, Status.FAILED))
+                 .select_related("evaluation__dataset").prefetch_related("results"))
+    return render(request, "transferability/predictors.html",
+                  {**report, "measuring": measuring})
 
 
 @login_required
@@ -195,8 +208,13 @@ def evaluation_retry(request, pk):
 def evaluation_truth(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
     mode = request.POST.get("mode", GroundTruth.Mode.FINETUNE)
+    budget, strategy = request.POST.get("budget"), request.POST.get("strategy", "")
     try:
-        truth = submit_truth(evaluation, mode=mode)
+        if budget is not None and not (budget.isdigit() and 1 <= int(budget) <= 1000):
+            raise SubmissionError("the budget must be a whole number of fine-tunes from 1 "
+                                  "to 1000")
+        truth = submit_truth(evaluation, mode=mode, budget=int(budget) if budget else None,
+                             strategy=strategy if budget else "")
     except SubmissionError as exc:
         messages.error(request, f"Ground truth not started: {exc}.")
     else:
@@ -232,14 +250,15 @@ def evaluation_detail(request, pk):
         # Every column the evaluation will fill, so that scores can appear as they come.
         columns = [spec for name, spec in REGISTRY.items()
                    if name in (evaluation.metrics or REGISTRY) or spec in columns]
-    ranking = rows_ranking_metric(rows)
+    lead = lead_for_rows(rows)
+    ranking = lead.chart_metric if lead else None
     chart_spec = REGISTRY[ranking] if ranking else None
     notes = approximation_notes(rows)
     truth = truth_payload(evaluation, rows)
     class_counts = evaluation.dataset.class_counts
     warnings = metric_warnings(rows, class_counts)
     consensus, consensus_metrics = consensus_ranks(rows, warnings)
-    recommendation = recommend(rows, class_counts, truth, ranking)
+    recommendation = recommend(rows, class_counts, truth, ranking, lead=lead)
     report_names = (evaluation.complementarity or {}).get("names", [])
     ids_by_name = {r.checkpoint.name: r.checkpoint.pk for r in rows
                    if r.checkpoint.name in report_names}
@@ -250,7 +269,8 @@ def evaluation_detail(request, pk):
         "notes": notes, "noted": {spec.name for spec, _ in notes},
         "failed_count": sum(r.result.status == Status.FAILED for r in rows),
         "stalled_count": 0 if evaluation.is_finished else stalled_results(evaluation).count(),
-        "rank_label": chart_spec.label if chart_spec else "",
+        "rank_label": lead.label if lead else "",
+        "lead": lead,
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},
         **_evaluation_charts(evaluation, rows, columns, chart_spec, truth),
@@ -265,6 +285,8 @@ def evaluation_detail(request, pk):
         "stages": _stage_rows(rows, chart_spec) if evaluation.score_stages and chart_spec else [],
         "truth": truth,
         "recommendation": recommendation,
+        "confidence": recommendation.confidence if recommendation else {},
+        **_verify_budget(evaluation, rows),
         "consensus": consensus,
         "consensus_metrics": consensus_metrics,
         "warnings": warnings,
@@ -286,6 +308,18 @@ def evaluation_detail(request, pk):
         if truth and truth["agreement"] else "",
     }
     return render(request, "transferability/evaluation_detail.html", context)
+
+
+VERIFY_BUDGET = 3
+
+
+def _verify_budget(evaluation, rows) -> dict:
+    """The page's "Verify the top 3 (about N min)": the budget and its estimated time."""
+    ranked = [r.checkpoint.name for r in rows if r.rank is not None]
+    if evaluation.status != Status.DONE or len(ranked) <= VERIFY_BUDGET:
+        return {"verify_budget": None, "verify_minutes": None}
+    return {"verify_budget": VERIFY_BUDGET,
+            "verify_minutes": estimate_minutes(evaluation, ranked[:VERIFY_BUDGET])}
 
 
 CHARTS_CACHE_SECONDS = 24 * 3600

@@ -19,8 +19,10 @@ from scipy.special import softmax
 
 from transferability.archives import read_manifest
 from transferability.metrics import (REGISTRY, PanelScore, applicable_metrics, get_metric,
-                                     ranking_metric, score_panel)
+                                     score_panel)
+from transferability.metrics.backends import backend_for
 from transferability.metrics.registry import SOURCE_PROBS
+from transferability.metrics.resampling import resampled_scores
 from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
 from transferability.complementarity import complementarity_report
 from transferability.probes import probe_correctness, source_head_correctness
@@ -237,6 +239,13 @@ def score_features(result: CheckpointResult, features: Features) -> None:
         return [_row(score, layer) for score in scores]
 
     rows = panel(PRE_LOGITS, specs)
+    # The same metrics on resampled images: how sure the ranking is (P(first), intervals).
+    resampled = resampled_scores(features.arrays[PRE_LOGITS], features.labels, specs,
+                                 source_probs=source_probs, backend=backend_for(panel_device))
+    beat(None)
+    for row in rows:
+        if row.metric in resampled and row.value is not None:
+            row.details = {**row.details, "resamples": resampled[row.metric]}
     best_stage = ""
     if evaluation.score_stages and features.stage_names:
         feature_specs = [s for s in specs if s.needs != SOURCE_PROBS]
@@ -275,11 +284,13 @@ def _row(score: PanelScore, layer: str) -> MetricScore:
 
 
 def _best_layer(rows: list[MetricScore], layers: list[str]) -> str:
-    """The layer the ranking metric scores best; "" when nothing was scored.
+    """The layer the lead predictor scores best; "" when nothing was scored.
 
     Metrics relative to the candidate set have no value yet, so they do not take part.
     """
-    metric = ranking_metric(r.metric for r in rows if not get_metric(r.metric).relative_to_set)
+    from transferability.predictors import lead_metric_among
+
+    metric = lead_metric_among(r.metric for r in rows)
     if metric is None:
         return ""
     spec = get_metric(metric)
@@ -318,12 +329,28 @@ def finalize_evaluation(evaluation_id: int) -> None:
             report = complementarity_for(evaluation, done)
         except (ValueError, OSError) as exc:
             messages.append(f"complementarity could not be computed: {exc}")
-    Evaluation.objects.filter(pk=evaluation.pk, status=Status.FINALIZING).update(
+    finished = Evaluation.objects.filter(pk=evaluation.pk, status=Status.FINALIZING).update(
         status=Status.DONE if done else Status.FAILED,
         complementarity=report,
         message=" ".join(messages),
         finished_at=timezone.now(),
     )
+    if finished and done and evaluation.truth_on_finish:
+        _measure_truth_on_finish(evaluation)
+
+
+def _measure_truth_on_finish(evaluation: Evaluation) -> None:
+    """Queue the ground truth asked for at submission (said in the message if refused)."""
+    from transferability.submission import SubmissionError
+    from transferability.verification import submit_truth
+
+    evaluation.refresh_from_db()
+    try:
+        submit_truth(evaluation, mode=evaluation.truth_on_finish)
+    except SubmissionError as exc:
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            message=" ".join(filter(None, [evaluation.message,
+                                           f"Ground truth not started: {exc}."])))
 
 
 def combine_set_scores(done: list[CheckpointResult]) -> None:

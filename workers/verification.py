@@ -12,7 +12,11 @@ import time
 import numpy as np
 from django.utils import timezone
 
-from transferability.ground_truth import finetune_accuracy, probe_accuracy_on_split, truth_split
+from dataclasses import replace
+
+from transferability.budget import survivors
+from transferability.ground_truth import (FinetuneRecipe, finetune_accuracy,
+                                          probe_accuracy_on_split, truth_split)
 from transferability.models import CheckpointResult, GroundTruth, Status, TruthResult
 from zoo.loading import build_model
 
@@ -67,9 +71,12 @@ def measure(row: TruthResult) -> dict:
     config = checkpoint.data_config()
     pixels = cached_pixels(dataset, paths, config)
     model = build_model(checkpoint)
+    recipe = FinetuneRecipe()
+    if truth.plan.get("rungs"):  # on a budget: this rung's schedule
+        recipe = replace(recipe, epochs=truth.plan["rungs"][truth.plan["rung"]]["epochs"])
     details = finetune_accuracy(model, pixels, labels, train, test, mean=config["mean"],
-                                std=config["std"], seed=truth.seed, device=device,
-                                progress=beat)
+                                std=config["std"], recipe=recipe, seed=truth.seed,
+                                device=device, progress=beat)
     details.update(mode=truth.mode, device=str(device))
     return details
 
@@ -107,6 +114,8 @@ def claim_truth_final(truth_id: int) -> bool:
 
 
 def finalize_truth(truth_id: int) -> None:
+    if advance_rung(truth_id):
+        return
     results = list(TruthResult.objects.filter(truth_id=truth_id).select_related("checkpoint"))
     failed = [r for r in results if r.status == Status.FAILED]
     message = ""
@@ -119,9 +128,56 @@ def finalize_truth(truth_id: int) -> None:
         finished_at=timezone.now())
 
 
+def advance_rung(truth_id: int, enqueue: bool = True) -> bool:
+    """On a halving budget with rungs to go: the better checkpoints of the finished rung go
+    on to the next, longer schedule; the others stop there, their short-schedule accuracy
+    kept in the plan's history, not as a true accuracy. True when a rung was started."""
+    from transferability.verification import enqueue_truth
+
+    truth = GroundTruth.objects.filter(pk=truth_id, status=Status.FINALIZING).first()
+    if truth is None or not truth.plan.get("rungs"):
+        return False
+    plan = truth.plan
+    rung, rungs = plan["rung"], plan["rungs"]
+    active = list(TruthResult.objects.filter(truth_id=truth_id).exclude(
+        status=Status.DONE, accuracy__isnull=True).select_related("checkpoint"))
+    measured = {r.checkpoint.name: r.accuracy for r in active if r.status == Status.DONE}
+    for name, accuracy in measured.items():
+        history = plan["history"].setdefault(name, [])
+        if not any(entry["rung"] == rung for entry in history):
+            history.append({"rung": rung, "epochs": rungs[rung]["epochs"],
+                            "accuracy": accuracy})
+    if rung + 1 >= len(rungs) or len(measured) < 2:
+        GroundTruth.objects.filter(pk=truth_id).update(plan=plan)
+        return False
+    going_on = survivors(measured, rungs[rung + 1]["checkpoints"], plan["order"])
+    for row in active:
+        name = row.checkpoint.name
+        if name in going_on or row.status != Status.DONE:
+            continue
+        TruthResult.objects.filter(pk=row.pk).update(
+            accuracy=None, message=f"stopped after {rungs[rung]['epochs']} epoch"
+            f"{'s' if rungs[rung]['epochs'] > 1 else ''} at {measured[name]:.1f} %: the "
+            f"better {len(going_on)} went on")
+    again = [r.pk for r in active if r.checkpoint.name in going_on]
+    TruthResult.objects.filter(pk__in=again).update(
+        status=Status.PENDING, accuracy=None, attempts=0, heartbeat_at=None,
+        finished_at=None, message="")
+    plan["rung"] = rung + 1
+    GroundTruth.objects.filter(pk=truth_id, status=Status.FINALIZING).update(
+        status=Status.RUNNING, plan=plan)
+    if enqueue:
+        enqueue_truth(truth_id, only=again)
+    return True
+
+
 def run_truth_inline(truth_id: int) -> None:
     """Measure a whole ground truth in this process (tests, management commands)."""
-    for row_id in list(TruthResult.objects.filter(truth_id=truth_id).values_list("pk", flat=True)):
-        verify_checkpoint(row_id)
-    claim_truth_final(truth_id)
+    while True:
+        for row_id in list(TruthResult.objects.filter(truth_id=truth_id, status__in=UNFINISHED)
+                           .values_list("pk", flat=True)):
+            verify_checkpoint(row_id)
+        claim_truth_final(truth_id)
+        if not advance_rung(truth_id, enqueue=False):
+            break
     finalize_truth(truth_id)

@@ -255,4 +255,4 @@ SOURCE_TASKS: dict[str, SourceTask] = {
 }
 
 # The demo's target datasets: no source task may draw on them.
-TARGET_DATASETS = ("MNIST digits 5-9", "scikit-learn digits")
+TARGET_DATASETS = ("MNIST digits 5-9", "scikit-learn digits", "photo patches", "counting dots")

@@ -34,6 +34,14 @@ CORRECT = np.array([
     [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0],  # mid-net: right on green and most red
     [1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1],  # zeta-net
 ], dtype=bool)
+@pytest.fixture(autouse=True)
+def tmi_leads(monkeypatch):
+    """These pages' charts and comparisons are checked with TMI as the lead predictor (how
+    the lead is chosen is tested in test_predictors.py)."""
+    from transferability import predictors
+    monkeypatch.setattr(predictors, "DEFAULT_ORDER", ("tmi",) + predictors.DEFAULT_ORDER)
+
+
 SCORES = {"alpha-net": {"tmi": 1.25, "logme": -0.5, "probe_accuracy": 0.5},
           "mid-net": {"tmi": 2.5, "logme": 0.75, "probe_accuracy": 0.625},
           "zeta-net": {"tmi": 3.125, "logme": 0.25, "probe_accuracy": 0.75}}

@@ -85,7 +85,8 @@ def test_mnist04_holds_every_digit_0_to_4_of_the_sample_and_none_of_5_to_9():
 
 
 def test_no_recipe_trains_on_a_demo_target():
-    assert set(TARGET_DATASETS) == {"MNIST digits 5-9", "scikit-learn digits"}
+    assert set(TARGET_DATASETS) == {"MNIST digits 5-9", "scikit-learn digits", "photo patches",
+                                    "counting dots"}
     for recipe in DEMO_ZOO:
         assert recipe.source in SOURCE_TASKS
         assert recipe.source not in TARGET_DATASETS
@@ -212,7 +213,7 @@ def test_mnist_5_to_9_archive_holds_the_samples_high_digits(tmp_path):
     assert len(names) == 2500
 
 
-def test_demo_builds_the_zoo_and_imports_both_targets(monkeypatch, django_user_model):
+def test_demo_builds_the_zoo_and_imports_its_four_targets(monkeypatch, django_user_model):
     calls = []
     monkeypatch.setattr("transferability.management.commands.demo.build_zoo",
                         lambda recipes, seed, **kw: calls.append((list(recipes), seed)))
@@ -222,7 +223,9 @@ def test_demo_builds_the_zoo_and_imports_both_targets(monkeypatch, django_user_m
     assert calls == [(DEMO_ZOO, 0)]
     admin = django_user_model.objects.get(username="admin")
     datasets = {d.name: d for d in TargetDataset.objects.filter(owner=admin)}
-    assert set(datasets) == {"MNIST digits 5-9", "scikit-learn digits"}
+    assert set(datasets) == set(TARGET_DATASETS)
+    assert datasets["photo patches"].num_classes == 8
+    assert datasets["counting dots"].class_names == ["1 dot"] + [f"{n} dots" for n in range(2, 7)]
     assert datasets["MNIST digits 5-9"].class_names == ["5", "6", "7", "8", "9"]
     assert datasets["scikit-learn digits"].num_images == 1797
     assert not Checkpoint.objects.get(name="demo-resnet.mnist_e3").enabled

@@ -95,6 +95,10 @@ class EvaluationCreateSerializer(serializers.Serializer):
         choices=Evaluation.CorrectnessSource.choices, default=Evaluation.CorrectnessSource.TARGET
     )
     score_stages = serializers.BooleanField(default=False)
+    truth_on_finish = serializers.ChoiceField(
+        choices=[("", "no ground truth")] + GroundTruth.Mode.choices, default="",
+        help_text="Measure ground truth in this mode as soon as the evaluation finishes "
+                  "(as POST /api/evaluations/<id>/truth/ would).")
 
     def validate_dataset(self, value):
         owner = self.context["request"].user
@@ -121,6 +125,9 @@ def result_payload(row) -> dict:
         "extraction_seconds": result.extraction_seconds,
         "scoring_seconds": result.scoring_seconds,
         "rank": row.rank,
+        "lead_score": row.lead_score,
+        # What a metric says of its own value: TMI's share of floored distances.
+        "diagnostics": row.diagnostics,
         "scores": row.scores,
         "ranks": row.ranks,
         "errors": row.errors,
@@ -134,7 +141,13 @@ def result_payload(row) -> dict:
 def evaluation_payload(evaluation, rows, request=None) -> dict:
     from django.urls import reverse
 
+    from ..predictors import lead_for_rows
+    from ..recommendation import recommend
+
     url = reverse("api-evaluation-detail", args=[evaluation.pk])
+    truth = truth_payload(evaluation, rows)
+    recommendation = recommend(rows, evaluation.dataset.class_counts, truth,
+                               lead=lead_for_rows(rows))
     return {
         "id": evaluation.pk,
         "url": request.build_absolute_uri(url) if request else url,
@@ -146,6 +159,7 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
         "metrics": evaluation.metrics,
         "correctness_source": evaluation.correctness_source,
         "score_stages": evaluation.score_stages,
+        "truth_on_finish": evaluation.truth_on_finish,
         "created_at": evaluation.created_at,
         "started_at": evaluation.started_at,
         "finished_at": evaluation.finished_at,
@@ -155,7 +169,9 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
         "results": [result_payload(r) for r in rows],
         "complementarity": evaluation.complementarity,
         # True transfer accuracy and each metric's agreement with it, once asked for.
-        "truth": truth_payload(evaluation, rows),
+        "truth": truth,
+        # The checkpoint to take, by what, how sure (P(first), rank intervals), cautions.
+        "recommendation": recommendation.payload() if recommendation else None,
     }
 
 
@@ -172,6 +188,18 @@ class TruthRequestSerializer(serializers.Serializer):
                   "all of them when left out.")
     mode = serializers.ChoiceField(choices=GroundTruth.Mode.choices,
                                    default=GroundTruth.Mode.FINETUNE)
+    budget = serializers.IntegerField(
+        required=False, min_value=1, max_value=1000,
+        help_text="Full fine-tunes to spend, over the lead predictor's order (with strategy).")
+    strategy = serializers.ChoiceField(
+        choices=[("top", "the budget's number of best by the lead, fully"),
+                 ("halving", "successive halving over the lead's order")], required=False,
+        help_text="How to spend the budget (default 'top').")
+
+    def validate(self, data):
+        if "strategy" in data and "budget" not in data:
+            raise serializers.ValidationError({"budget": "Give a budget with a strategy."})
+        return data
 
     def validate_checkpoints(self, value):
         for item in value:
@@ -246,7 +274,14 @@ class ResultSerializer(serializers.Serializer):
     extraction_seconds = serializers.FloatField(allow_null=True)
     scoring_seconds = serializers.FloatField(allow_null=True)
     rank = serializers.IntegerField(allow_null=True,
-                                    help_text="Rank by the evaluation's ranking metric.")
+                                    help_text="Rank by the lead predictor (recommendation.lead).")
+    lead_score = serializers.FloatField(
+        allow_null=True, help_text="The lead predictor's score, higher is better (minus the "
+                                   "mean rank when the lead is a consensus).")
+    diagnostics = _mapping(serializers.DictField(),
+                           "Metric name -> what it says of its own value. TMI: "
+                           "floored_share (k-th neighbour distances raised to its floor), "
+                           "median_distance, floor, k.")
     scores = _mapping(serializers.FloatField(allow_null=True), "Metric name -> score.")
     ranks = _mapping(serializers.IntegerField(), "Metric name -> rank (1 is best).")
     errors = _mapping(serializers.CharField(), "Metric name -> why it has no score.")
@@ -285,6 +320,24 @@ class TruthResultSerializer(serializers.Serializer):
     details = serializers.DictField(help_text="The grid tried, split sizes, epochs, device.")
 
 
+class BudgetSerializer(serializers.Serializer):
+    strategy = serializers.CharField()
+    budget = serializers.IntegerField()
+    rungs = serializers.ListField(child=serializers.DictField(),
+                                  help_text="[{epochs, checkpoints}] per rung, first to last.")
+    rung = serializers.IntegerField(help_text="The rung being trained (0-based).")
+    order = serializers.ListField(child=serializers.CharField(),
+                                  help_text="The checkpoints in the lead predictor's order.")
+    history = _mapping(serializers.ListField(child=serializers.DictField()),
+                       "Checkpoint name -> [{rung, epochs, accuracy}] per rung it trained in.")
+    best_found = serializers.CharField(allow_null=True)
+    best_found_accuracy = serializers.FloatField(allow_null=True)
+    regret = serializers.FloatField(allow_null=True,
+                                    help_text="Points below the best of a full fine-tuning truth "
+                                              "of the same data, where one exists.")
+    full_truth_best = serializers.CharField(allow_null=True)
+
+
 class TruthSerializer(serializers.Serializer):
     """The evaluation's ground truth: true accuracies and each metric's agreement."""
 
@@ -300,6 +353,35 @@ class TruthSerializer(serializers.Serializer):
     results = TruthResultSerializer(many=True)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+    budget = BudgetSerializer(allow_null=True, help_text="Verification on a budget.")
+
+
+class RecommendationSerializer(serializers.Serializer):
+    """Which checkpoint to take and how sure that is."""
+
+    checkpoint = serializers.CharField(help_text="The checkpoint to take.")
+    basis = serializers.CharField(help_text="What it rests on: true accuracy once measured, "
+                                            "else the lead predictor.")
+    margin = serializers.CharField()
+    lead = serializers.CharField(allow_null=True,
+                                 help_text="The lead predictor: a metric name, or "
+                                           "'consensus:a+b+c'.")
+    lead_label = serializers.CharField(allow_null=True)
+    lead_basis = serializers.CharField(allow_null=True,
+                                       help_text="Why it leads: chosen by agreement with the "
+                                                 "site's ground truths, or the default.")
+    p_first = _mapping(serializers.FloatField(),
+                       "Checkpoint name -> share of resampled image sets in which the lead "
+                       "ranks it first.")
+    rank_interval = _mapping(serializers.ListField(child=serializers.IntegerField()),
+                             "Checkpoint name -> [5th, 95th] percentile of its rank by the "
+                             "lead over the resamples.")
+    resamples = serializers.IntegerField(help_text="Resamples behind p_first (0: none).")
+    consensus_p_first = _mapping(serializers.FloatField(), "The same for the consensus.")
+    consensus_rank_interval = _mapping(serializers.ListField(child=serializers.IntegerField()),
+                                       "The same for the consensus.")
+    confidence = serializers.CharField(help_text="In words: 'first in 83 % of 30 resamples'.")
+    cautions = serializers.ListField(child=serializers.CharField())
 
 
 class EvaluationSerializer(serializers.Serializer):
@@ -316,6 +398,8 @@ class EvaluationSerializer(serializers.Serializer):
                                     help_text="The metrics asked for; empty means all.")
     correctness_source = serializers.ChoiceField(choices=Evaluation.CorrectnessSource.choices)
     score_stages = serializers.BooleanField()
+    truth_on_finish = serializers.CharField(help_text="Ground truth mode queued when it "
+                                                      "finishes; empty for none.")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -326,6 +410,7 @@ class EvaluationSerializer(serializers.Serializer):
     results = ResultSerializer(many=True)
     complementarity = serializers.DictField(allow_null=True)
     truth = TruthSerializer(allow_null=True)
+    recommendation = RecommendationSerializer(allow_null=True)
 
     def to_representation(self, evaluation):
         return evaluation_payload(evaluation, ranked_rows(evaluation),

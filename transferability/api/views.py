@@ -128,6 +128,7 @@ class EvaluationList(Submissions, generics.ListAPIView):
             evaluation = submit_evaluation(
                 request.user, data["dataset"], data["checkpoints"], metrics=data["metrics"],
                 correctness_source=data["correctness_source"], score_stages=data["score_stages"],
+                truth_on_finish=data["truth_on_finish"],
             )
         except SubmissionError as exc:
             return _error(exc)
@@ -206,8 +207,12 @@ class EvaluationRetry(Submissions, APIView):
 @extend_schema(tags=["evaluations"])
 class EvaluationTruth(Submissions, APIView):
     """POST: measure the true transfer accuracy of the evaluation's checkpoints (all, or
-    ``checkpoints``) by ``mode`` "finetune" (default) or "probe". 202; the evaluation's
-    ``truth`` then fills in. A finished ground truth is replaced; a running one answers 409.
+    ``checkpoints``) by ``mode`` "finetune" (default) or "probe"; or, with ``budget`` k and
+    ``strategy`` "top" (the k best by the lead predictor) or "halving" (successive halving
+    over the lead's order, k full fine-tunes' worth), find the best with a few fine-tunes.
+    202; the evaluation's ``truth`` then fills in (``truth.budget`` names the best found and,
+    where a full truth of the same data exists, its regret). A finished ground truth is
+    replaced; a running one answers 409.
     """
 
     @extend_schema(request=TruthRequestSerializer, responses={
@@ -221,7 +226,8 @@ class EvaluationTruth(Submissions, APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            submit_truth(evaluation, data.get("checkpoints"), mode=data["mode"])
+            submit_truth(evaluation, data.get("checkpoints"), mode=data["mode"],
+                         budget=data.get("budget"), strategy=data.get("strategy", ""))
         except SubmissionError as exc:
             return _error(exc)
         body = EvaluationSerializer(evaluation, context={"request": request}).data
