@@ -186,6 +186,7 @@ ROUTES: dict[str, Rule] = {
     # Pages
     "dashboard": Rule("mine", {"GET": {200}}),
     "dataset-upload": Rule("mine", {"GET": {200}}),
+    "predictors": Rule("mine", {"GET": {200}}),
     "dataset-detail": Rule("page", {"GET": {200}, "POST": {302}}, ds, body=evaluate_form),
     "dataset-delete": Rule("page", {"POST": {302}}, ds),
     "dataset-image": Rule("page", {"GET": {200}}, lambda w: {"pk": w.dataset.pk, "index": 0}),

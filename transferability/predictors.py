@@ -140,6 +140,12 @@ def site_choice() -> Choice:
     return choice
 
 
+def lead_members() -> tuple[str, ...]:
+    """The metrics of the site's lead (the default's first without evidence)."""
+    choice = site_choice()
+    return choice.lead.members if choice.lead is not None else (DEFAULT_LEAD,)
+
+
 def lead_metric_among(names) -> str | None:
     """The single registry metric to rank by among ``names`` (stages of one checkpoint):
     the lead's best member, else the best-agreeing one present, else the default."""

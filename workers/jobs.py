@@ -239,8 +239,13 @@ def score_features(result: CheckpointResult, features: Features) -> None:
         return [_row(score, layer) for score in scores]
 
     rows = panel(PRE_LOGITS, specs)
-    # The same metrics on resampled images: how sure the ranking is (P(first), intervals).
-    resampled = resampled_scores(features.arrays[PRE_LOGITS], features.labels, specs,
+    # The lead and the consensus's metrics on resampled images: how sure the ranking is
+    # (P(first), rank intervals). The forms of TMI are resampled only when one leads.
+    from transferability.predictors import lead_members
+
+    leading = set(lead_members())
+    resampled = resampled_scores(features.arrays[PRE_LOGITS], features.labels,
+                                 [s for s in specs if s.variant_of is None or s.name in leading],
                                  source_probs=source_probs, backend=backend_for(panel_device))
     beat(None)
     for row in rows:
