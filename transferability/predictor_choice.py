@@ -5,8 +5,9 @@ transferability metrics evaluations?", ECCV 2022), so the predictor the app lead
 chosen by evidence: the datasets whose checkpoints' true accuracies were measured. Each
 dataset is one :class:`DatasetEvidence` (the true accuracies and every predictor's scores).
 
-Candidates are the single predictors, and the consensus of the k predictors that agreed
-best (mean rank, ranked again). A *method* of choosing ("the best single predictor", "the
+Candidates are the single predictors, the consensus of the k predictors that agreed best
+(mean rank, ranked again), and aggregates fixed in advance (the consensus of the
+established metrics). A *method* of choosing ("the best single predictor", "the
 consensus of the 3 best") is judged leave-one-dataset-out: chosen on the other datasets,
 its pick is scored on the dataset left out. The method with the best mean weighted tau
 over the left-out datasets is kept (ties go to the simpler one: a single predictor) and
@@ -62,9 +63,12 @@ class Candidate:
     def scores(self, scores: Mapping[str, Mapping[str, float]],
                higher_is_better: Mapping[str, bool]) -> dict[str, float]:
         """checkpoint -> score, higher better: the member's score (its sign turned when
-        lower is better), or minus the mean rank over the members, for the checkpoints
-        every member scored."""
-        per_member = [scores.get(m, {}) for m in self.members]
+        lower is better), or minus the mean rank over the members scored here, for the
+        checkpoints every one of them scored."""
+        members = self.members
+        if len(members) > 1:  # a consensus of the members scored here
+            members = tuple(m for m in members if scores.get(m))
+        per_member = [scores.get(m, {}) for m in members]
         names = set.intersection(*(set(s) for s in per_member)) if per_member else set()
         names = sorted(n for n in names if all(np.isfinite(s[n]) for s in per_member))
         if not names:
@@ -74,7 +78,7 @@ class Candidate:
             return {n: sign * float(per_member[0][n]) for n in names}
         from scipy.stats import rankdata
         ranks = []
-        for member, values in zip(self.members, per_member):
+        for member, values in zip(members, per_member):
             vector = np.array([values[n] for n in names], dtype=np.float64)
             if not higher_is_better.get(member, True):
                 vector = -vector
@@ -142,7 +146,9 @@ def _ranked_singles(evidence, singles, higher_is_better) -> list[str]:
     return sorted(eligible, key=lambda s: -means[s]["weighted_tau"])
 
 
-def _apply(method: str, evidence, singles, higher_is_better) -> Candidate | None:
+def _apply(method: str, evidence, singles, higher_is_better, fixed=None) -> Candidate | None:
+    if fixed and method in fixed:  # an aggregate fixed in advance: nothing to choose
+        return Candidate(tuple(fixed[method]))
     ranked = _ranked_singles(evidence, singles, higher_is_better)
     if not ranked:
         return None
@@ -172,20 +178,26 @@ class Choice:
 
 def choose(evidence: Iterable[DatasetEvidence], singles: Iterable[str],
            higher_is_better: Mapping[str, bool],
-           consensus_sizes: Iterable[int] = CONSENSUS_SIZES) -> Choice:
-    """Choose the lead by leave-one-dataset-out agreement (module docstring)."""
+           consensus_sizes: Iterable[int] = CONSENSUS_SIZES,
+           fixed: Mapping[str, tuple[str, ...]] | None = None) -> Choice:
+    """Choose the lead by leave-one-dataset-out agreement (module docstring).
+
+    ``fixed``: aggregates defined in advance, {method name: member predictors} (the
+    consensus of the established metrics), judged the same way.
+    """
     evidence = list(evidence)
     singles = list(singles)
+    fixed = dict(fixed or {})
     names = [e.name for e in evidence]
     if len(evidence) < MIN_DATASETS:
         return Choice(None, "default", names)
-    methods = ["single"] + [f"consensus:{k}" for k in consensus_sizes]
+    methods = ["single"] + [f"consensus:{k}" for k in consensus_sizes] + list(fixed)
     loo = {}
     for method in methods:
         folds, values = {}, []
         for i, held_out in enumerate(evidence):
             training = evidence[:i] + evidence[i + 1:]
-            picked = _apply(method, training, singles, higher_is_better)
+            picked = _apply(method, training, singles, higher_is_better, fixed)
             if picked is None:
                 folds = None
                 break
@@ -199,5 +211,5 @@ def choose(evidence: Iterable[DatasetEvidence], singles: Iterable[str],
         return Choice(None, "default", names)
     # Best mean; on a tie (to 1e-9) the earlier, simpler method.
     best = max(loo, key=lambda m: (round(loo[m]["mean"], 9), -methods.index(m)))
-    return Choice(_apply(best, evidence, singles, higher_is_better), best, names, loo,
+    return Choice(_apply(best, evidence, singles, higher_is_better, fixed), best, names, loo,
                   _ranked_singles(evidence, singles, higher_is_better))

@@ -33,6 +33,12 @@ DEFAULT_ORDER = ("shrinkage_hscore", "gbc", "hscore", "nleep", "logme", "knn_acc
                  "tmi_relative_floor", "tmi")
 DEFAULT_LEAD = DEFAULT_ORDER[0]
 MIN_CHECKPOINTS = 3
+# The evaluation page's consensus, judged as a candidate lead like any other: every
+# established metric that scores one checkpoint at a time (no form of TMI, no baseline).
+ESTABLISHED = "consensus:established"
+ESTABLISHED_METRICS = tuple(name for name, spec in REGISTRY.items()
+                            if spec.kind == "metric" and spec.variant_of is None
+                            and not spec.relative_to_set)
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 3600
 
@@ -54,6 +60,8 @@ class Lead:
         labels = [REGISTRY[m].label for m in self.candidate.members]
         if len(labels) == 1:
             return labels[0]
+        if self.candidate.members == ESTABLISHED_METRICS:
+            return "the consensus of the established metrics"
         return f"consensus of {', '.join(labels)}"
 
     @property
@@ -132,7 +140,8 @@ def site_choice() -> Choice:
         choice = None
     if choice is None:
         evidence = [e["evidence"] for e in site_evidence()]
-        choice = choose(evidence, list(REGISTRY), HIGHER_IS_BETTER)
+        choice = choose(evidence, list(REGISTRY), HIGHER_IS_BETTER,
+                        fixed={ESTABLISHED: ESTABLISHED_METRICS})
         try:
             cache.set(key, choice, CACHE_SECONDS)
         except Exception:  # noqa: BLE001
@@ -229,7 +238,9 @@ def predictor_report(user=None) -> dict:
                  "evaluation": e["evaluation"] if (user is None or
                                                    e["dataset"].owner_id == user.pk) else None}
                 for e in entries]
-    labels = {d["name"]: d["label"] for d in datasets}
+    for d in datasets:  # for column headers: the dataset's name alone
+        d["short"] = d["label"].split(" (evaluation ")[0]
+    labels = {d["name"]: d["short"] for d in datasets}
     means = mean_rows(table)
     reference_means = mean_rows(reference_table)
     rows = []
@@ -248,7 +259,8 @@ def predictor_report(user=None) -> dict:
     rows.sort(key=lambda r: (r["weighted_tau"] is None, -(r["weighted_tau"] or 0.0)))
     methods = []
     for method, result in choice.leave_one_out.items():
-        folds = [{"dataset": labels.get(d, d), **fold} for d, fold in result["folds"].items()]
+        folds = [{"dataset": labels.get(d, d), "short": labels.get(d, d), **fold}
+                 for d, fold in result["folds"].items()]
         methods.append({"method": method, "label": _method_label(method), "mean": result["mean"],
                         "folds": folds, "kept": method == choice.method})
     best_single = max((r for r in rows if r["kind"] != "reference"
@@ -261,6 +273,8 @@ def predictor_report(user=None) -> dict:
 
 
 def _method_label(method: str) -> str:
+    if method == ESTABLISHED:
+        return "the consensus of every established metric (fixed)"
     if method == "single":
         return "the best single predictor on the other datasets"
     return f"the consensus of the {method.split(':')[1]} best on the other datasets"

@@ -231,12 +231,11 @@ def _confidence(done, lead, used) -> tuple[dict, dict]:
     lead_conf = {}
     if lead is not None:
         members = {m: _resampled(done, m) for m in lead.candidate.members}
-        if all(members.values()):
-            if len(members) == 1:
-                (metric, values), = members.items()
-                lead_conf = rank_confidence(values, higher[metric])
-            else:
-                lead_conf = consensus_confidence(members, higher)
+        if len(members) == 1 and all(members.values()):
+            (metric, values), = members.items()
+            lead_conf = rank_confidence(values, higher[metric])
+        elif len(members) > 1 and any(members.values()):  # over its resampled members
+            lead_conf = consensus_confidence({m: v for m, v in members.items() if v}, higher)
     per_metric = {m: _resampled(done, m) for m in used if m not in NOT_RESAMPLED}
     per_metric = {m: v for m, v in per_metric.items() if v}
     consensus_conf = consensus_confidence(per_metric, higher) if per_metric else {}
