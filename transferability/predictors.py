@@ -3,8 +3,8 @@
 Every finished fine-tuning ground truth the site holds is one dataset of evidence (the
 latest per dataset content, with at least :data:`MIN_CHECKPOINTS` checkpoints measured).
 :func:`transferability.predictor_choice.choose` picks the lead by leave-one-dataset-out
-agreement; with fewer than 3 datasets, :data:`DEFAULT_LEAD` applies, the predictor that
-agreed best over the demo study (docs/science.md, "Which predictor to trust"). The lead
+agreement; with fewer than 3 datasets, :data:`DEFAULT_LEAD_MEMBERS` lead (their
+consensus), the way of choosing that won the demo study (docs/science.md, "Which predictor to trust"). The lead
 ranks every evaluation and is what the recommendation rests on before any truth.
 
 The choice is cached until a ground truth finishes or is replaced.
@@ -22,15 +22,18 @@ from .metrics import REGISTRY
 from .models import GroundTruth, Status
 from .predictor_choice import MIN_DATASETS, Candidate, Choice, DatasetEvidence, choose
 
-__all__ = ["DEFAULT_LEAD", "Lead", "site_choice", "lead_for_rows", "references_of"]
+__all__ = ["DEFAULT_LEAD", "DEFAULT_LEAD_MEMBERS", "DEFAULT_ORDER", "Lead", "site_choice", "lead_for_rows", "references_of"]
 
-# Without enough evidence on the site: the predictors in the order of their mean weighted
-# tau over the demo study's four targets (docs/science.md, "Which predictor to trust"); the
-# first one scored in an evaluation leads it.
-DEFAULT_ORDER = ("shrinkage_hscore", "gbc", "hscore", "nleep", "logme", "knn_accuracy", "leep",
-                 "sfda", "nce", "transrate", "parc", "ncti", "probe_accuracy",
-                 "knn_mutual_information", "tmi_per_dimension", "tmi_standardized",
-                 "tmi_relative_floor", "tmi")
+# Without enough evidence on the site, the demo study decides (docs/science.md section 8):
+# its predictors in the order of their mean weighted tau over its four targets, and as the
+# lead the way of choosing that won its leave-one-dataset-out check, the consensus of the
+# 5 best (those of them scored in an evaluation; the first of DEFAULT_ORDER scored when
+# none is).
+DEFAULT_ORDER = ("shrinkage_hscore", "gbc", "logme", "hscore", "leep", "nleep",
+                 "probe_accuracy", "sfda", "knn_mutual_information", "knn_accuracy", "ncti",
+                 "nce", "parc", "transrate", "tmi_relative_floor", "tmi_standardized", "tmi",
+                 "tmi_per_dimension")
+DEFAULT_LEAD_MEMBERS = DEFAULT_ORDER[:5]
 DEFAULT_LEAD = DEFAULT_ORDER[0]
 MIN_CHECKPOINTS = 3
 # The evaluation page's consensus, judged as a candidate lead like any other: every
@@ -62,6 +65,8 @@ class Lead:
             return labels[0]
         if self.candidate.members == ESTABLISHED_METRICS:
             return "the consensus of the established metrics"
+        if self.candidate.members == DEFAULT_LEAD_MEMBERS:
+            return "the consensus of the demo study's 5 best"
         return f"consensus of {', '.join(labels)}"
 
     @property
@@ -152,7 +157,7 @@ def site_choice() -> Choice:
 def lead_members() -> tuple[str, ...]:
     """The metrics of the site's lead (the default's first without evidence)."""
     choice = site_choice()
-    return choice.lead.members if choice.lead is not None else (DEFAULT_LEAD,)
+    return choice.lead.members if choice.lead is not None else DEFAULT_LEAD_MEMBERS
 
 
 def lead_metric_among(names) -> str | None:
@@ -183,16 +188,19 @@ def lead_for_rows(rows, choice: Choice | None = None) -> Lead | None:
             if name in scored:
                 return Lead(Candidate((name,)), basis + "; the best-agreeing predictor "
                             "scored in this evaluation", True)
-    basis = (f"the best predictor of the demo study; this site holds ground truth for "
-             f"{len(choice.datasets)} of the {MIN_DATASETS} datasets needed to choose by evidence")
+    evidence_needed = (f"this site holds ground truth for {len(choice.datasets)} of the "
+                       f"{MIN_DATASETS} datasets needed to choose by evidence")
+    present = tuple(m for m in DEFAULT_LEAD_MEMBERS if m in scored)
+    if len(present) == len(DEFAULT_LEAD_MEMBERS):
+        return Lead(Candidate(present), f"the demo study's choice; {evidence_needed}", False)
+    if present:
+        return Lead(Candidate(present), f"the demo study's choice (the consensus of its 5 best "
+                    f"predictors), of which {len(present)} scored here; {evidence_needed}",
+                    False)
     for name in DEFAULT_ORDER + tuple(REGISTRY):
         if name in scored and not REGISTRY[name].relative_to_set:
-            if name != DEFAULT_LEAD:
-                basis = (f"the best-agreeing predictor of the demo study scored here "
-                         f"({REGISTRY[DEFAULT_LEAD].label} was not); this site holds ground "
-                         f"truth for {len(choice.datasets)} of the {MIN_DATASETS} datasets "
-                         f"needed to choose by evidence")
-            return Lead(Candidate((name,)), basis, False)
+            return Lead(Candidate((name,)), f"the best-agreeing predictor of the demo study "
+                        f"scored here; {evidence_needed}", False)
     return None
 
 
@@ -268,7 +276,7 @@ def predictor_report(user=None) -> dict:
                       key=lambda r: r["weighted_tau"], default=None)
     lead = Lead(choice.lead, "", True) if choice.lead is not None else None
     return {"datasets": datasets, "rows": rows, "methods": methods, "choice": choice,
-            "lead": lead, "default_lead": REGISTRY[DEFAULT_LEAD],
+            "lead": lead, "default_lead": Lead(Candidate(DEFAULT_LEAD_MEMBERS), "", False),
             "best_single": best_single, "min_datasets": MIN_DATASETS}
 
 

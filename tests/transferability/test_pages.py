@@ -389,7 +389,7 @@ def test_it_shows_a_finished_evaluation_ranked(alice, owner):
     headers = re.findall(r'<th class="metric[^"]*"[^>]*>([^<]+)</th>', ranking)
     assert headers == ["TMI&nbsp;↑", "LogME&nbsp;↑"]
     assert "Ranked by LogME, the lead predictor;" in html
-    assert "the best-agreeing predictor of the demo study scored here" in html
+    assert "the consensus of its 5 best predictors), of which 1 scored here" in html
     assert ">3.125<" in ranking and ">-0.5<" in ranking
     assert ranking.count('class="badge done"') == 3
     assert 'id="chart-logme"' in html and "Plotly.newPlot" in html

@@ -11,7 +11,7 @@ import pytest
 
 from transferability.models import (CheckpointResult, Evaluation, GroundTruth, MetricScore,
                                     Status, TargetDataset, TruthResult)
-from transferability.predictors import DEFAULT_LEAD, lead_for_rows, site_choice
+from transferability.predictors import DEFAULT_LEAD_MEMBERS, lead_for_rows, site_choice
 from transferability.results import ranked_rows
 from zoo.models import Checkpoint
 
@@ -56,12 +56,21 @@ AGREEING = {"logme": [5, 4, 3, 2, 1], "tmi": [1, 2, 3, 4, 5], "sfda": [5, 1, 2, 
 
 
 def test_without_enough_truth_the_demo_studys_default_leads(owner):
-    evaluation = evaluation_with(owner, "d0", {**AGREEING, DEFAULT_LEAD: [1, 2, 3, 4, 5]})
+    every = {m: [1, 2, 3, 4, 5] for m in DEFAULT_LEAD_MEMBERS}
+    evaluation = evaluation_with(owner, "d0", {**every, "tmi": [5, 4, 3, 2, 1]})
     choice = site_choice()
     assert choice.lead is None and choice.method == "default"
-    lead = lead_for_rows(ranked_rows(evaluation))
-    assert lead.name == DEFAULT_LEAD and not lead.chosen_by_evidence
+    rows = ranked_rows(evaluation)
+    lead = lead_for_rows(rows)
+    assert lead.candidate.members == DEFAULT_LEAD_MEMBERS and not lead.chosen_by_evidence
+    assert lead.label == "the consensus of the demo study's 5 best"
     assert "0 of the 3 datasets" in lead.basis
+    assert [r.checkpoint.name for r in rows] == NAMES[::-1]  # its members agree, TMI does not
+    # With only some of them scored, the consensus of those.
+    fewer = evaluation_with(owner, "d1", {"logme": [5, 4, 3, 2, 1], "gbc": [5, 4, 3, 2, 1],
+                                          "tmi": [1, 2, 3, 4, 5]})
+    lead = lead_for_rows(ranked_rows(fewer))
+    assert lead.name == "consensus:gbc+logme" and "of which 2 scored here" in lead.basis
 
 
 def test_three_datasets_of_truth_choose_the_lead_and_rank_every_evaluation(owner, outsider,

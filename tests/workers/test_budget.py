@@ -45,7 +45,8 @@ def test_the_recommendation_says_how_sure_it_is(evaluation, api):
     body = api.get(f"/api/evaluations/{evaluation.pk}/").json()
     rec = body["recommendation"]
     names = {"ck-resnet", "ck-convnext", "ck-vit"}
-    assert rec["checkpoint"] in names and rec["lead"] == "gbc"  # the default order's first here
+    # The default lead: the demo study's consensus, of the members scored here.
+    assert rec["checkpoint"] in names and rec["lead"] == "consensus:gbc+logme"
     assert rec["resamples"] == RESAMPLES
     assert set(rec["p_first"]) == names and sum(rec["p_first"].values()) >= 1.0 - 1e-9
     for name, (lo, hi) in rec["rank_interval"].items():
