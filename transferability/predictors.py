@@ -65,8 +65,6 @@ class Lead:
             return labels[0]
         if self.candidate.members == ESTABLISHED_METRICS:
             return "the consensus of the established metrics"
-        if self.candidate.members == DEFAULT_LEAD_MEMBERS:
-            return "the consensus of the demo study's 5 best"
         return f"consensus of {', '.join(labels)}"
 
     @property
@@ -267,7 +265,8 @@ def predictor_report(user=None) -> dict:
     rows.sort(key=lambda r: (r["weighted_tau"] is None, -(r["weighted_tau"] or 0.0)))
     methods = []
     for method, result in choice.leave_one_out.items():
-        folds = [{"dataset": labels.get(d, d), "short": labels.get(d, d), **fold}
+        folds = [{"dataset": labels.get(d, d), "short": labels.get(d, d), **fold,
+                  "pick_label": _pick_label(fold["pick"])}
                  for d, fold in result["folds"].items()]
         methods.append({"method": method, "label": _method_label(method), "mean": result["mean"],
                         "folds": folds, "kept": method == choice.method})
@@ -278,6 +277,12 @@ def predictor_report(user=None) -> dict:
     return {"datasets": datasets, "rows": rows, "methods": methods, "choice": choice,
             "lead": lead, "default_lead": Lead(Candidate(DEFAULT_LEAD_MEMBERS), "", False),
             "best_single": best_single, "min_datasets": MIN_DATASETS}
+
+
+def _pick_label(name: str) -> str:
+    """ "GBC" for a single predictor, "GBC + LogME + ..." for a consensus."""
+    members = name.removeprefix("consensus:").split("+")
+    return " + ".join(REGISTRY[m].label if m in REGISTRY else m for m in members)
 
 
 def _method_label(method: str) -> str:

@@ -63,7 +63,7 @@ def test_without_enough_truth_the_demo_studys_default_leads(owner):
     rows = ranked_rows(evaluation)
     lead = lead_for_rows(rows)
     assert lead.candidate.members == DEFAULT_LEAD_MEMBERS and not lead.chosen_by_evidence
-    assert lead.label == "the consensus of the demo study's 5 best"
+    assert lead.label == "consensus of Shrinkage H-score, GBC, LogME, H-score, LEEP"
     assert "0 of the 3 datasets" in lead.basis
     assert [r.checkpoint.name for r in rows] == NAMES[::-1]  # its members agree, TMI does not
     # With only some of them scored, the consensus of those.
