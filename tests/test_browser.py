@@ -50,6 +50,13 @@ def column(driver, index: int) -> list[str]:
         ".map(r => r.children[arguments[0]].textContent.trim());", index)
 
 
+def ranks(driver) -> list[str]:
+    """The rank column's numbers (P(first) and the rank interval stand below them)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#ranking tbody tr'))"
+        ".map(r => r.children[0].firstChild.textContent.trim());")
+
+
 def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
         browser, live_server, worker_process, owner, tmp_path):
     from selenium.webdriver.common.by import By
@@ -102,7 +109,7 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / "evaluation-in-progress.png"))
     try:
-        wait_until(browser, lambda d: d.find_elements(By.ID, "chart-tmi"), 120,
+        wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#scores .plotly-graph-div"), 120,
                    "the finished ranking with its chart")
     except AssertionError as exc:
         results = list(evaluation.results.values_list("checkpoint__name", "status"))
@@ -118,7 +125,9 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
     assert browser.find_element(By.ID, "status-badge").text == "Done"
     assert statuses(browser) == ["Done", "Done"]
     assert sorted(column(browser, 1)) == ["tiny-resnet", "tiny-vit"]
-    assert column(browser, 0) == ["1", "2"]
+    # The rank, with below it how often the lead ranks it first over the resamples.
+    assert ranks(browser) == ["1", "2"]
+    assert all("%#" in text for text in column(browser, 0))
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-flips"), "the flips heatmap"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")) == 2
 
@@ -132,7 +141,7 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
     assert browser.execute_script(
         "return Array.from(document.scripts).filter(s => s.src)"
         ".every(s => s.src.startsWith(location.origin + '/static/'));")
-    assert browser.find_elements(By.CSS_SELECTOR, "#chart-tmi .main-svg .bars .point")
+    assert browser.find_elements(By.CSS_SELECTOR, "#scores .plotly-graph-div .main-svg .bars .point")
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-flips .main-svg .hm")
 
     # Sorting by a header changes the order, both ways.
@@ -144,7 +153,7 @@ def test_a_person_uploads_a_zip_and_watches_the_ranking_arrive(
     header.click()
     assert header.get_attribute("aria-sort") == "descending"
     assert column(browser, 1) == ranked[::-1]
-    assert column(browser, 0) == ["2", "1"]
+    assert ranks(browser) == ["2", "1"]
     header.click()  # back to rank order for the picture
 
     height = browser.execute_script("return document.documentElement.scrollHeight;")

@@ -70,7 +70,7 @@ def test_the_heatmap_and_the_pairs_table_lead_to_the_pair_page(browser, live_ser
     assert not browser.find_element(By.ID, "pairs-pager").is_displayed()  # one page
 
     # Each metric menu switches its chart without a round trip.
-    scores = browser.find_element(By.ID, "chart-tmi")
+    scores = browser.find_element(By.CSS_SELECTOR, "#scores .plotly-graph-div")
     scores.find_element(By.CSS_SELECTOR, ".updatemenu-header-group").click()
     option = wait_until(browser, lambda d: d.execute_script(
         "return Array.from(arguments[0].querySelectorAll('.updatemenu-dropdown-button'))"

@@ -63,11 +63,14 @@ class Candidate:
     def scores(self, scores: Mapping[str, Mapping[str, float]],
                higher_is_better: Mapping[str, bool]) -> dict[str, float]:
         """checkpoint -> score, higher better: the member's score (its sign turned when
-        lower is better), or minus the mean rank over the members scored here, for the
-        checkpoints every one of them scored."""
+        lower is better), or minus the mean rank over the members that scored every
+        checkpoint here (LEEP scores only those with a source head)."""
         members = self.members
-        if len(members) > 1:  # a consensus of the members scored here
+        if len(members) > 1:  # a consensus of the members that scored every checkpoint here
             members = tuple(m for m in members if scores.get(m))
+            everyone = set().union(*(set(scores[m]) for m in members)) if members else set()
+            complete = tuple(m for m in members if set(scores[m]) == everyone)
+            members = complete or members
         per_member = [scores.get(m, {}) for m in members]
         names = set.intersection(*(set(s) for s in per_member)) if per_member else set()
         names = sorted(n for n in names if all(np.isfinite(s[n]) for s in per_member))

@@ -79,3 +79,10 @@ def test_mean_rows_average_over_datasets_and_keep_the_worst_pick():
     row = mean_rows(agreement_table(data, [Candidate(("good",))], HIGHER))["good"]
     assert row["kendall_tau"] == pytest.approx(0.0) and row["datasets"] == 2
     assert row["worst_top1_relative_accuracy"] == pytest.approx(70 / 90)
+
+
+def test_a_consensus_leaves_out_a_member_that_missed_some_checkpoints():
+    e = evidence("d", [90, 80, 70], a=[3, 2, 1], b=[1, 3, 2])
+    scores = {**e.scores, "c": {"m0": 5.0}}  # e.g. LEEP: only the checkpoint with a head
+    assert Candidate(("a", "b", "c")).scores(scores, HIGHER) == {"m0": -2.0, "m1": -1.5,
+                                                                 "m2": -2.5}

@@ -33,6 +33,9 @@ def test_a_clear_winner_is_first_in_every_resample_and_a_coin_flip_in_about_half
     p = rank_confidence(coin)["p_first"]
     assert p["x"] == pytest.approx(0.5, abs=0.08) and p["x"] + p["y"] == pytest.approx(1.0)
     assert rank_confidence({"a": [1.0, 2.0]}, higher_is_better=False)["p_first"]["a"] == 1.0
+    # A tie for first is shared: P(first) sums to 1.
+    tied = rank_confidence({"a": [2.0, 2.0], "b": [2.0, 1.0], "c": [0.0, 0.0]})["p_first"]
+    assert tied == {"a": 0.75, "b": 0.25, "c": 0.0}
 
 
 def test_resamples_where_a_checkpoint_has_no_value_are_left_out():

@@ -48,7 +48,7 @@ def test_the_recommendation_says_how_sure_it_is(evaluation, api):
     # The default lead: the demo study's consensus, of the members scored here.
     assert rec["checkpoint"] in names and rec["lead"] == "consensus:gbc+logme"
     assert rec["resamples"] == RESAMPLES
-    assert set(rec["p_first"]) == names and sum(rec["p_first"].values()) >= 1.0 - 1e-9
+    assert set(rec["p_first"]) == names and sum(rec["p_first"].values()) == pytest.approx(1.0)
     for name, (lo, hi) in rec["rank_interval"].items():
         assert 1 <= lo <= hi <= 3, name
     assert rec["confidence"].startswith(f"first in {round(100 * rec['p_first'][rec['checkpoint']])} % "

@@ -56,7 +56,10 @@ def test_it_takes_a_zip_from_upload_to_a_ranked_evaluation(api, tmp_path, worker
         assert set(r["score_seconds"]) == set(r["scores"])  # what each metric cost
     assert sorted(r["rank"] for r in results) == [1, 2, 3]
     by_rank = sorted(results, key=lambda r: r["rank"])
-    assert by_rank[0]["scores"]["tmi"] >= by_rank[1]["scores"]["tmi"] >= by_rank[2]["scores"]["tmi"]
+    # Ranked by the lead predictor (the demo study's consensus without truth on the site).
+    assert body["recommendation"]["lead"].startswith("consensus:")
+    assert by_rank[0]["lead_score"] >= by_rank[1]["lead_score"] >= by_rank[2]["lead_score"]
+    assert body["recommendation"]["checkpoint"] == by_rank[0]["checkpoint"]["name"]
     # Source-head metrics only for the checkpoint that has a head.
     with_head = next(r for r in results if r["checkpoint"]["name"] == "tiny-resnet")
     assert "leep" in with_head["scores"] and "nce" in with_head["scores"]

@@ -9,7 +9,7 @@ checkpoint of an evaluation is scored on the same images in resample b, and the 
 resample can be compared.
 
 From the resampled scores of every checkpoint: P(first), the share of resamples in which a
-checkpoint ranks first, and a 90 % rank interval (the 5th and 95th percentiles of its
+checkpoint ranks first (a tie for first shared evenly), and a 90 % rank interval (the 5th and 95th percentiles of its
 rank). :func:`rank_confidence` does this for one predictor, :func:`consensus_confidence`
 for the mean rank over several.
 """
@@ -109,7 +109,9 @@ def _summary(names: list[str], ranks: np.ndarray) -> dict:
         return {"resamples": 0, "p_first": {}, "rank_interval": {}}
     return {
         "resamples": int(ranks.shape[0]),
-        "p_first": {n: float(np.mean(ranks[:, j] == 1)) for j, n in enumerate(names)},
+        # A tie for first shares the resample: each of t tied checkpoints counts 1 / t.
+        "p_first": {n: float(np.mean((ranks[:, j] == 1) / np.sum(ranks == 1, axis=1)))
+                    for j, n in enumerate(names)},
         "rank_interval": {n: [int(np.floor(np.percentile(ranks[:, j], 5))),
                               int(np.ceil(np.percentile(ranks[:, j], 95)))]
                           for j, n in enumerate(names)},
