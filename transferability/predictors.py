@@ -84,7 +84,8 @@ HIGHER_IS_BETTER = {name: spec.higher_is_better for name, spec in REGISTRY.items
 
 
 def _evidence_key() -> str:
-    truths = (GroundTruth.objects.filter(status=Status.DONE, mode=GroundTruth.Mode.FINETUNE)
+    truths = (GroundTruth.objects.filter(status=Status.DONE, mode=GroundTruth.Mode.FINETUNE,
+                                         strategy="")
               .order_by("pk").values_list("pk", "finished_at", "evaluation__finished_at"))
     return "predictor-choice:" + hashlib.sha256(repr(list(truths)).encode()).hexdigest()
 
@@ -100,7 +101,9 @@ def site_evidence() -> list[dict]:
     from .results import ranked_rows
 
     out, seen = [], set()
-    truths = (GroundTruth.objects.filter(status=Status.DONE, mode=GroundTruth.Mode.FINETUNE)
+    # Full truths only: one on a budget measured the lead's favourites, a biased sample.
+    truths = (GroundTruth.objects.filter(status=Status.DONE, mode=GroundTruth.Mode.FINETUNE,
+                                         strategy="")
               .select_related("evaluation__dataset").order_by("-finished_at", "-pk"))
     for truth in truths:
         evaluation = truth.evaluation
