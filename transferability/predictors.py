@@ -223,17 +223,21 @@ def _floor_share(evaluation) -> float | None:
     return float(sum(shares) / len(shares)) if shares else None
 
 
-def predictor_report(user=None) -> dict:
+def predictor_report(user=None, evaluations=None) -> dict:
     """Everything the "Which predictor to trust" page and ``manage.py predictor_study``
     show: per predictor (metrics, baselines, references) its agreement with every dataset's
     truth and on average, the chooser's leave-one-dataset-out result per method, the lead.
 
-    ``user``: names the datasets they own (staff: all); others are "another user's"."""
+    ``user``: names the datasets they own (staff: all); others are "another user's".
+    ``evaluations``: only the truths of these evaluation ids (the choice made on them)."""
     from .predictor_choice import agreement_table, mean_rows
 
     entries = site_evidence()
+    if evaluations is not None:  # a study of some of the evidence (manage.py predictor_study)
+        entries = [e for e in entries if e["evaluation"].pk in set(evaluations)]
     evidence = [e["evidence"] for e in entries]
-    choice = site_choice()
+    choice = site_choice() if evaluations is None else choose(
+        evidence, list(REGISTRY), HIGHER_IS_BETTER, fixed={ESTABLISHED: ESTABLISHED_METRICS})
     singles = [Candidate((name,)) for name in REGISTRY]
     table = agreement_table(evidence, singles, HIGHER_IS_BETTER)
     from .verification import REFERENCES

@@ -144,3 +144,12 @@ def test_the_predictor_page_explains_an_empty_site(owner, client):
     client.force_login(owner)
     html = client.get("/predictors/").content.decode()
     assert 'id="no-evidence"' in html and "(the default)" in html
+
+
+def test_a_truth_on_a_budget_is_not_evidence(owner):
+    """It measured the lead's favourites only: a biased sample of the zoo."""
+    for i in range(3):
+        evaluation_with(owner, f"d{i}", AGREEING, TRUTH)
+    assert site_choice().lead is not None
+    GroundTruth.objects.filter(evaluation__dataset__name="d2").update(strategy="top", budget=5)
+    assert site_choice().lead is None

@@ -19,8 +19,13 @@ def _f(value, digits=2):
 class Command(BaseCommand):
     help = "Print every predictor's agreement with the site's fine-tuning ground truths."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--evaluations", default="",
+                            help="comma-separated evaluation ids: only their ground truths")
+
     def handle(self, *args, **options):
-        report = predictor_report()
+        ids = [int(i) for i in options["evaluations"].split(",") if i.strip()]
+        report = predictor_report(evaluations=ids or None)
         datasets = report["datasets"]
         if not datasets:
             self.stdout.write("No fine-tuning ground truth has finished on this site.")
