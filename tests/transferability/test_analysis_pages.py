@@ -40,6 +40,7 @@ def tmi_leads(monkeypatch):
     the lead is chosen is tested in test_predictors.py)."""
     from transferability import predictors
     monkeypatch.setattr(predictors, "DEFAULT_ORDER", ("tmi",) + predictors.DEFAULT_ORDER)
+    monkeypatch.setattr(predictors, "DEFAULT_LEAD_MEMBERS", ("tmi",))
 
 
 SCORES = {"alpha-net": {"tmi": 1.25, "logme": -0.5, "probe_accuracy": 0.5},
