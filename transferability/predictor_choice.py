@@ -143,10 +143,12 @@ def _ranked_singles(evidence, singles, higher_is_better) -> list[str]:
     """Single predictors by mean weighted tau over ``evidence``, best first; a predictor
     must have a value on every dataset to be ranked (ties: the given order)."""
     table = agreement_table(evidence, [Candidate((s,)) for s in singles], higher_is_better)
-    means = mean_rows(table)
-    eligible = [s for s in singles
-                if means[s]["datasets"] == len(evidence) and means[s]["weighted_tau"] is not None]
-    return sorted(eligible, key=lambda s: -means[s]["weighted_tau"])
+    # Scored on every dataset (at least 2 checkpoints each); where its tau is undefined (its
+    # scores constant there: it cannot tell the checkpoints apart) it counts as 0.
+    eligible = [s for s in singles if all(a["checkpoints"] >= 2 for a in table[s].values())]
+    mean = {s: float(np.mean([a["weighted_tau"] or 0.0 for a in table[s].values()]))
+            for s in eligible}
+    return sorted(eligible, key=lambda s: -mean[s])
 
 
 def _apply(method: str, evidence, singles, higher_is_better, fixed=None) -> Candidate | None:
@@ -210,6 +212,9 @@ def choose(evidence: Iterable[DatasetEvidence], singles: Iterable[str],
             values.append(result["weighted_tau"] if result["weighted_tau"] is not None else 0.0)
         if folds is not None:
             loo[method] = {"mean": float(np.mean(values)), "folds": folds}
+    # A way of choosing that cannot choose on all the evidence together is no candidate.
+    loo = {m: r for m, r in loo.items()
+           if _apply(m, evidence, singles, higher_is_better, fixed) is not None}
     if not loo:
         return Choice(None, "default", names)
     # Best mean; on a tie (to 1e-9) the earlier, simpler method.

@@ -112,8 +112,8 @@ def site_evidence() -> list[dict]:
             continue
         accuracy = dict(truth.results.filter(status=Status.DONE, accuracy__isnull=False)
                         .values_list("checkpoint__name", "accuracy"))
-        if len(accuracy) < MIN_CHECKPOINTS:
-            continue
+        if len(accuracy) < MIN_CHECKPOINTS or len(set(accuracy.values())) < 2:
+            continue  # too few, or all equal: nothing to agree with
         seen.add(content)
         rows = [r for r in ranked_rows(evaluation, rank=False)
                 if r.result.status == Status.DONE and r.checkpoint.name in accuracy]
@@ -205,11 +205,15 @@ def lead_for_rows(rows, choice: Choice | None = None) -> Lead | None:
     return None
 
 
+OTHER = "a dataset of another user"
+
+
+def _own(entry, user) -> bool:
+    return user is None or user.is_staff or entry["dataset"].owner_id == user.pk
+
+
 def _dataset_label(entry, user) -> str:
-    dataset = entry["dataset"]
-    if user is None or user.is_staff or dataset.owner_id == user.pk:
-        return entry["evidence"].name
-    return "a dataset of another user"
+    return entry["evidence"].name if _own(entry, user) else OTHER
 
 
 def _floor_share(evaluation) -> float | None:
@@ -244,6 +248,7 @@ def predictor_report(user=None, evaluations=None) -> dict:
     reference_table = agreement_table([e["references"] for e in entries],
                                       [Candidate((r.name,)) for r in REFERENCES], {})
     datasets = [{"name": e["evidence"].name, "label": _dataset_label(e, user),
+                 "own": _own(e, user),
                  "checkpoints": len(e["evidence"].truth),
                  "truth_range": [min(e["evidence"].truth.values()),
                                  max(e["evidence"].truth.values())],
@@ -272,7 +277,7 @@ def predictor_report(user=None, evaluations=None) -> dict:
     rows.sort(key=lambda r: (r["weighted_tau"] is None, -(r["weighted_tau"] or 0.0)))
     methods = []
     for method, result in choice.leave_one_out.items():
-        folds = [{"dataset": labels.get(d, d), "short": labels.get(d, d), **fold,
+        folds = [{"dataset": labels.get(d, OTHER), "short": labels.get(d, OTHER), **fold,
                   "pick_label": _pick_label(fold["pick"])}
                  for d, fold in result["folds"].items()]
         methods.append({"method": method, "label": _method_label(method), "mean": result["mean"],

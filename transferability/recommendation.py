@@ -247,7 +247,8 @@ def _confidence_text(confidence: dict, best: str, lead) -> str:
     """"first in 83 % of 30 resamples; X in 12 %"."""
     p_first = confidence.get("p_first") or {}
     if best not in p_first:
-        if lead is not None and any(m in NOT_RESAMPLED for m in lead.candidate.members):
+        if lead is not None and len(lead.candidate.members) == 1 \
+                and lead.chart_metric in NOT_RESAMPLED:
             return f"{lead.label} is not resampled ({NOT_RESAMPLED[lead.chart_metric]})"
         return ""
     others = sorted(((p, n) for n, p in p_first.items() if n != best and p > 0), reverse=True)

@@ -106,6 +106,11 @@ def submit_truth(evaluation: Evaluation, checkpoints=None, mode: str = GroundTru
             if not existing.is_finished:
                 raise Conflict("ground truth is already being measured for this "
                                       "evaluation")
+            if strategy and existing.status == Status.DONE and not existing.strategy \
+                    and existing.mode == GroundTruth.Mode.FINETUNE:
+                raise Conflict("this evaluation has a full fine-tuning truth, which a budget "
+                               "would replace: it already names the best; evaluate again to "
+                               "try a budget")
             existing.delete()
         truth = GroundTruth.objects.create(evaluation=evaluation, mode=mode,
                                            strategy=strategy, budget=budget, plan=plan)

@@ -210,7 +210,8 @@ def evaluation_truth(request, pk):
     mode = request.POST.get("mode", GroundTruth.Mode.FINETUNE)
     budget, strategy = request.POST.get("budget"), request.POST.get("strategy", "")
     try:
-        if budget is not None and not (budget.isdigit() and 1 <= int(budget) <= 1000):
+        if budget is not None and not (budget.isdecimal() and budget.isascii()
+                                       and 1 <= int(budget) <= 1000):
             raise SubmissionError("the budget must be a whole number of fine-tunes from 1 "
                                   "to 1000")
         truth = submit_truth(evaluation, mode=mode, budget=int(budget) if budget else None,

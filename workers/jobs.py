@@ -23,7 +23,8 @@ from transferability.metrics import (REGISTRY, PanelScore, applicable_metrics, g
 from transferability.metrics.backends import backend_for
 from transferability.metrics.registry import SOURCE_PROBS
 from transferability.metrics.resampling import resampled_scores
-from transferability.models import CheckpointResult, Evaluation, MetricScore, Status
+from transferability.models import (CheckpointResult, Evaluation, GroundTruth, MetricScore,
+                                    Status)
 from transferability.complementarity import complementarity_report
 from transferability.probes import probe_correctness, source_head_correctness
 from zoo.loading import build_model
@@ -246,8 +247,8 @@ def score_features(result: CheckpointResult, features: Features) -> None:
     leading = set(lead_members())
     resampled = resampled_scores(features.arrays[PRE_LOGITS], features.labels,
                                  [s for s in specs if s.variant_of is None or s.name in leading],
-                                 source_probs=source_probs, backend=backend_for(panel_device))
-    beat(None)
+                                 source_probs=source_probs, backend=backend_for(panel_device),
+                                 after_each=beat)
     for row in rows:
         if row.metric in resampled and row.value is not None:
             row.details = {**row.details, "resamples": resampled[row.metric]}
@@ -340,8 +341,9 @@ def finalize_evaluation(evaluation_id: int) -> None:
         message=" ".join(messages),
         finished_at=timezone.now(),
     )
-    if finished and done and evaluation.truth_on_finish:
-        _measure_truth_on_finish(evaluation)
+    if finished and done and evaluation.truth_on_finish \
+            and not GroundTruth.objects.filter(evaluation=evaluation).exists():
+        _measure_truth_on_finish(evaluation)  # once: a retry later finishes it again
 
 
 def _measure_truth_on_finish(evaluation: Evaluation) -> None:

@@ -131,43 +131,50 @@ def finalize_truth(truth_id: int) -> None:
 def advance_rung(truth_id: int, enqueue: bool = True) -> bool:
     """On a halving budget with rungs to go: the better checkpoints of the finished rung go
     on to the next, longer schedule; the others stop there, their short-schedule accuracy
-    kept in the plan's history, not as a true accuracy. True when a rung was started."""
+    kept in the plan's history, not as a true accuracy. True when a rung was started.
+
+    One transaction with the truth's row locked: a redelivered or concurrent final step
+    finds it RUNNING (or its rows already moved on) and changes nothing."""
+    from django.db import transaction
+
     from transferability.verification import enqueue_truth
 
-    truth = GroundTruth.objects.filter(pk=truth_id, status=Status.FINALIZING).first()
-    if truth is None or not truth.plan.get("rungs"):
-        return False
-    plan = truth.plan
-    rung, rungs = plan["rung"], plan["rungs"]
-    active = list(TruthResult.objects.filter(truth_id=truth_id).exclude(
-        status=Status.DONE, accuracy__isnull=True).select_related("checkpoint"))
-    measured = {r.checkpoint.name: r.accuracy for r in active if r.status == Status.DONE}
-    for name, accuracy in measured.items():
-        history = plan["history"].setdefault(name, [])
-        if not any(entry["rung"] == rung for entry in history):
-            history.append({"rung": rung, "epochs": rungs[rung]["epochs"],
-                            "accuracy": accuracy})
-    if rung + 1 >= len(rungs) or len(measured) < 2:
-        GroundTruth.objects.filter(pk=truth_id).update(plan=plan)
-        return False
-    going_on = survivors(measured, rungs[rung + 1]["checkpoints"], plan["order"])
-    for row in active:
-        name = row.checkpoint.name
-        if name in going_on or row.status != Status.DONE:
-            continue
-        TruthResult.objects.filter(pk=row.pk).update(
-            accuracy=None, message=f"stopped after {rungs[rung]['epochs']} epoch"
-            f"{'s' if rungs[rung]['epochs'] > 1 else ''} at {measured[name]:.1f} %: the "
-            f"better {len(going_on)} went on")
-    again = [r.pk for r in active if r.checkpoint.name in going_on]
-    TruthResult.objects.filter(pk__in=again).update(
-        status=Status.PENDING, accuracy=None, attempts=0, heartbeat_at=None,
-        finished_at=None, message="")
-    plan["rung"] = rung + 1
-    GroundTruth.objects.filter(pk=truth_id, status=Status.FINALIZING).update(
-        status=Status.RUNNING, plan=plan)
-    if enqueue:
-        enqueue_truth(truth_id, only=again)
+    with transaction.atomic():
+        truth = GroundTruth.objects.select_for_update().filter(
+            pk=truth_id, status=Status.FINALIZING).first()
+        if truth is None or not truth.plan.get("rungs"):
+            return False
+        plan = truth.plan
+        rung, rungs = plan["rung"], plan["rungs"]
+        active = list(TruthResult.objects.filter(truth_id=truth_id).exclude(
+            status=Status.DONE, accuracy__isnull=True).select_related("checkpoint"))
+        measured = {r.checkpoint.name: r.accuracy for r in active if r.status == Status.DONE}
+        for name, accuracy in measured.items():
+            history = plan["history"].setdefault(name, [])
+            if not any(entry["rung"] == rung for entry in history):
+                history.append({"rung": rung, "epochs": rungs[rung]["epochs"],
+                                "accuracy": accuracy})
+        if rung + 1 >= len(rungs) or not measured:
+            GroundTruth.objects.filter(pk=truth_id).update(plan=plan)
+            return False
+        # A lone survivor (the others failed) still goes on to the full schedule.
+        going_on = survivors(measured, rungs[rung + 1]["checkpoints"], plan["order"])
+        for row in active:
+            name = row.checkpoint.name
+            if name in going_on or row.status != Status.DONE:
+                continue
+            TruthResult.objects.filter(pk=row.pk).update(
+                accuracy=None, message=f"stopped after {rungs[rung]['epochs']} epoch"
+                f"{'s' if rungs[rung]['epochs'] > 1 else ''} at {measured[name]:.1f} %: the "
+                f"better {len(going_on)} went on")
+        again = [r.pk for r in active if r.checkpoint.name in going_on]
+        TruthResult.objects.filter(pk__in=again).update(
+            status=Status.PENDING, accuracy=None, attempts=0, heartbeat_at=None,
+            finished_at=None, message="")
+        plan["rung"] = rung + 1
+        GroundTruth.objects.filter(pk=truth_id).update(status=Status.RUNNING, plan=plan)
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_truth(truth_id, only=again))
     return True
 
 

@@ -89,7 +89,7 @@ def test_three_datasets_of_truth_choose_the_lead_and_rank_every_evaluation(owner
     client.force_login(owner)
     html = client.get("/predictors/").content.decode()
     assert "Rankings lead with <strong>LogME</strong>" in html
-    table = re.search(r'<table class="sortable" id="predictor-agreement".*?</table>', html,
+    table = re.search(r'<table class="sortable show-weighted_tau" id="predictor-agreement".*?</table>', html,
                       re.S).group(0)
     assert "a dataset of another user" in table and "private-name" not in html
     # Every predictor and the references, best first: LogME 1.00 ... TMI -1.00.
@@ -153,3 +153,11 @@ def test_a_truth_on_a_budget_is_not_evidence(owner):
     assert site_choice().lead is not None
     GroundTruth.objects.filter(evaluation__dataset__name="d2").update(strategy="top", budget=5)
     assert site_choice().lead is None
+
+
+def test_a_dataset_whose_checkpoints_all_tie_is_no_evidence(owner):
+    for i in range(3):
+        evaluation_with(owner, f"d{i}", AGREEING, TRUTH)
+    evaluation_with(owner, "saturated", AGREEING, [100.0] * 5)
+    choice = site_choice()
+    assert len(choice.datasets) == 3 and choice.lead.members == ("logme",)

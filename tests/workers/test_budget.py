@@ -96,6 +96,14 @@ def test_halving_spends_the_budget_on_rungs_and_names_the_best_found(evaluation,
                                                      - full_accuracy[winner])
 
 
+def test_a_budget_never_replaces_a_full_fine_tuning_truth(evaluation):
+    full = submit_truth(evaluation, enqueue_work=False)
+    GroundTruth.objects.filter(pk=full.pk).update(status=Status.DONE)
+    with pytest.raises(SubmissionError, match="has a full fine-tuning truth"):
+        submit_truth(evaluation, budget=2, strategy="top", enqueue_work=False)
+    assert GroundTruth.objects.get(evaluation=evaluation).pk == full.pk
+
+
 def test_top_verifies_the_leads_best_and_a_budget_is_checked(evaluation):
     truth = submit_truth(evaluation, budget=1, strategy="top", enqueue_work=False)
     first = evaluation.results.get(checkpoint__name=truth.plan["order"][0]).checkpoint
@@ -120,6 +128,13 @@ def test_truth_on_finish_is_queued_when_the_evaluation_finishes(
     truth = GroundTruth.objects.get(evaluation=evaluation)
     assert truth.mode == "finetune" and truth.results.count() == 2
     assert [name for name, _, _ in sent_tasks].count("workers.tasks.verify_checkpoint") == 2
+    # Finished again (a retry of a failed checkpoint, say): the truth is not started anew.
+    from workers.jobs import claim_final_step, finalize_evaluation
+    from transferability.models import Evaluation
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=Status.RUNNING)
+    assert claim_final_step(evaluation.pk)
+    finalize_evaluation(evaluation.pk)
+    assert GroundTruth.objects.get(evaluation=evaluation).pk == truth.pk
     with pytest.raises(SubmissionError, match="truth_on_finish must be one of"):
         submit_evaluation(owner, dataset, checkpoints[:2], truth_on_finish="guess",
                           enqueue_work=False)

@@ -47,6 +47,11 @@ def knn_mutual_information(features, labels=None, k: int = 3,
         raise ValueError(f"fewer than 2 classes have more than k={k} samples")
     if keep.size > max_samples:
         keep = keep[stratified_subsample(y[keep], max_samples, random_state)]
+        sizes = np.bincount(y[keep], minlength=stats.n_classes)
+        keep = keep[sizes[y[keep]] > k]  # a class the subsample left with k or fewer: out
+        if np.unique(y[keep]).size < 2:
+            raise ValueError(f"fewer than 2 classes keep more than k={k} samples in the "
+                             f"subsample of {max_samples}")
     X = np.asarray(stats.backend.take(stats.centred), dtype=np.float64)[keep]
     y = y[keep]
     n = keep.size

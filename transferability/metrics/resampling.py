@@ -59,10 +59,11 @@ def resample_indices(labels, resamples: int = RESAMPLES,
 
 
 def resampled_scores(features, labels, specs: Iterable, *, source_probs=None,
-                     indices: list[np.ndarray] | None = None, backend=None
-                     ) -> dict[str, list[float | None]]:
+                     indices: list[np.ndarray] | None = None, backend=None,
+                     after_each=None) -> dict[str, list[float | None]]:
     """{metric name: its value on each resample (None where it failed)} for the specs that
-    are resampled (not in :data:`NOT_RESAMPLED`, not relative to the set)."""
+    are resampled (not in :data:`NOT_RESAMPLED`, not relative to the set).
+    ``after_each(b)`` is called after each resample (heartbeats, deadlines)."""
     specs = [s for s in specs if s.name not in NOT_RESAMPLED and not s.relative_to_set]
     features = np.asarray(features)
     labels = np.asarray(labels)
@@ -81,6 +82,8 @@ def resampled_scores(features, labels, specs: Iterable, *, source_probs=None,
                 out[spec.name].append(value if np.isfinite(value) else None)
             except ValueError:
                 out[spec.name].append(None)
+        if after_each is not None:
+            after_each(len(out[specs[0].name]) if specs else 0)
     return {name: values for name, values in out.items()
             if any(v is not None for v in values)}
 
