@@ -106,7 +106,8 @@ class Command(BaseCommand):
             raise CommandError("run 'manage.py demo' first")
         checkpoints = list(Checkpoint.objects.filter(name__in=[r.name for r in DEMO_ZOO]))
         evaluations = {}
-        # The main target first: the worker takes its checkpoints before the others'.
+        # The main target alone first, so that nothing queues before its last checkpoint and
+        # its final step; the others once it is done, while the dashboard is served.
         for name in sorted(datasets, key=lambda n: n != EVALUATION_DATASET):
             evaluation = self.demo_evaluation(datasets[name], checkpoints)
             if evaluation is None:
@@ -118,10 +119,11 @@ class Command(BaseCommand):
                     evaluation=evaluation).exclude(status=Status.FAILED).exists():
                 submit_truth(evaluation, mode=GroundTruth.Mode.FINETUNE)
             evaluations[name] = evaluation
+            if name == EVALUATION_DATASET:
+                self.wait(evaluation, f"Evaluation {evaluation.pk}", timeout)
+                if evaluation.status != Status.DONE:
+                    raise CommandError(f"the demo evaluation failed: {evaluation.message}")
         main = evaluations[EVALUATION_DATASET]
-        self.wait(main, f"Evaluation {main.pk}", timeout)
-        if main.status != Status.DONE:
-            raise CommandError(f"the demo evaluation failed: {main.message}")
         port = os.environ.get("PORT", "8000")
         waiting = [name for name, e in evaluations.items()
                    if not GroundTruth.objects.filter(evaluation=e, status=Status.DONE).exists()]
