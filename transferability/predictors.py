@@ -97,7 +97,23 @@ def references_of(row) -> dict[str, float | None]:
 
 def site_evidence() -> list[dict]:
     """One entry per dataset content with a finished fine-tuning truth (the latest):
-    {"dataset", "owner_id", "evaluation", "evidence": DatasetEvidence, "references"}."""
+    {"dataset", "evaluation", "evidence": DatasetEvidence, "references"}; cached until a
+    ground truth finishes or is replaced (reading it is a ranking per dataset)."""
+    key = _evidence_key() + ":entries"
+    try:
+        entries = cache.get(key)
+    except Exception:  # noqa: BLE001 - the cache is an optimisation: work without it
+        entries = None
+    if entries is None:
+        entries = _read_site_evidence()
+        try:
+            cache.set(key, entries, CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            pass
+    return entries
+
+
+def _read_site_evidence() -> list[dict]:
     from .results import ranked_rows
 
     out, seen = [], set()
