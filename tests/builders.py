@@ -58,3 +58,26 @@ def saved_checkpoint(name: str, architecture: str = "test_resnet", num_classes: 
         source_classes=source_classes or [], **fields,
     )
     return checkpoint
+
+
+def colours_dataset(owner, tmp_path: Path, name: str = "colours"):
+    """A ready target dataset: 12 images in each of three colour classes."""
+    from transferability.datasets import create_target_dataset
+
+    archive = image_folder_zip(tmp_path / f"{name}.zip",
+                               {"red": 12, "green": 12, "blue": 12}, seed=5)
+    return create_target_dataset(owner, name, archive)
+
+
+def evaluated(owner, dataset, checkpoints, metrics):
+    """An evaluation of ``checkpoints`` on ``dataset``, run in this process to the end."""
+    from transferability.models import Status
+    from transferability.submission import submit_evaluation
+    from workers import jobs
+
+    evaluation = submit_evaluation(owner, dataset, checkpoints, metrics=metrics,
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+    evaluation.refresh_from_db()
+    assert evaluation.status == Status.DONE, evaluation.message
+    return evaluation

@@ -139,22 +139,22 @@ def mean_rows(table: Mapping[str, Mapping[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def _ranked_singles(evidence, singles, higher_is_better) -> list[str]:
-    """Single predictors by mean weighted tau over ``evidence``, best first; a predictor
-    must have a value on every dataset to be ranked (ties: the given order)."""
-    table = agreement_table(evidence, [Candidate((s,)) for s in singles], higher_is_better)
+def _ranked_singles(table: Mapping[str, Mapping[str, dict]], datasets: list[str]) -> list[str]:
+    """Single predictors by mean weighted tau over ``datasets``, best first, from their
+    agreement ``table`` ({single: {dataset: agreement}}, computed once); a predictor must be
+    scored on every one of them (ties: the table's order)."""
     # Scored on every dataset (at least 2 checkpoints each); where its tau is undefined (its
     # scores constant there: it cannot tell the checkpoints apart) it counts as 0.
-    eligible = [s for s in singles if all(a["checkpoints"] >= 2 for a in table[s].values())]
-    mean = {s: float(np.mean([a["weighted_tau"] or 0.0 for a in table[s].values()]))
+    eligible = [s for s, row in table.items() if all(row[d]["checkpoints"] >= 2 for d in datasets)]
+    mean = {s: float(np.mean([table[s][d]["weighted_tau"] or 0.0 for d in datasets]))
             for s in eligible}
     return sorted(eligible, key=lambda s: -mean[s])
 
 
-def _apply(method: str, evidence, singles, higher_is_better, fixed=None) -> Candidate | None:
+def _apply(method: str, table, datasets: list[str], fixed=None) -> Candidate | None:
     if fixed and method in fixed:  # an aggregate fixed in advance: nothing to choose
         return Candidate(tuple(fixed[method]))
-    ranked = _ranked_singles(evidence, singles, higher_is_better)
+    ranked = _ranked_singles(table, datasets)
     if not ranked:
         return None
     if method == "single":
@@ -197,12 +197,14 @@ def choose(evidence: Iterable[DatasetEvidence], singles: Iterable[str],
     if len(evidence) < MIN_DATASETS:
         return Choice(None, "default", names)
     methods = ["single"] + [f"consensus:{k}" for k in consensus_sizes] + list(fixed)
+    # Each single predictor's agreement with each dataset, once; the folds read it.
+    table = agreement_table(evidence, [Candidate((s,)) for s in singles], higher_is_better)
     loo = {}
     for method in methods:
         folds, values = {}, []
-        for i, held_out in enumerate(evidence):
-            training = evidence[:i] + evidence[i + 1:]
-            picked = _apply(method, training, singles, higher_is_better, fixed)
+        for held_out in evidence:
+            training = [name for name in names if name != held_out.name]
+            picked = _apply(method, table, training, fixed)
             if picked is None:
                 folds = None
                 break
@@ -213,11 +215,10 @@ def choose(evidence: Iterable[DatasetEvidence], singles: Iterable[str],
         if folds is not None:
             loo[method] = {"mean": float(np.mean(values)), "folds": folds}
     # A way of choosing that cannot choose on all the evidence together is no candidate.
-    loo = {m: r for m, r in loo.items()
-           if _apply(m, evidence, singles, higher_is_better, fixed) is not None}
+    loo = {m: r for m, r in loo.items() if _apply(m, table, names, fixed) is not None}
     if not loo:
         return Choice(None, "default", names)
     # Best mean; on a tie (to 1e-9) the earlier, simpler method.
     best = max(loo, key=lambda m: (round(loo[m]["mean"], 9), -methods.index(m)))
-    return Choice(_apply(best, evidence, singles, higher_is_better, fixed), best, names, loo,
-                  _ranked_singles(evidence, singles, higher_is_better))
+    return Choice(_apply(best, table, names, fixed), best, names, loo,
+                  _ranked_singles(table, names))

@@ -22,7 +22,8 @@ from .metrics import REGISTRY
 from .models import GroundTruth, Status
 from .predictor_choice import MIN_DATASETS, Candidate, Choice, DatasetEvidence, choose
 
-__all__ = ["DEFAULT_LEAD", "DEFAULT_LEAD_MEMBERS", "DEFAULT_ORDER", "Lead", "site_choice", "lead_for_rows", "references_of"]
+__all__ = ["DEFAULT_LEAD_MEMBERS", "DEFAULT_ORDER", "Lead", "lead_for_rows", "lead_members",
+           "lead_metric_among", "predictor_report", "site_choice", "site_evidence"]
 
 # Without enough evidence on the site, the demo study decides (docs/science.md section 8):
 # its predictors in the order of their mean weighted tau over its four targets, and as the
@@ -34,7 +35,6 @@ DEFAULT_ORDER = ("shrinkage_hscore", "gbc", "logme", "hscore", "leep", "nleep",
                  "nce", "parc", "transrate", "tmi_relative_floor", "tmi_standardized", "tmi",
                  "tmi_per_dimension")
 DEFAULT_LEAD_MEMBERS = DEFAULT_ORDER[:5]
-DEFAULT_LEAD = DEFAULT_ORDER[0]
 MIN_CHECKPOINTS = 3
 # The evaluation page's consensus, judged as a candidate lead like any other: every
 # established metric that scores one checkpoint at a time (no form of TMI, no baseline).

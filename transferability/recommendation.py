@@ -296,6 +296,8 @@ def _cautions(done, best, used, warnings, class_counts, ranking) -> list[str]:
     if total < SMALL_DATASET_IMAGES or smallest < SMALL_CLASS_IMAGES:
         cautions.append(f"a small dataset ({total} images, {smallest} in the smallest class): "
                         f"scores are noisy")
+    # TMI's per-checkpoint flags say its floor counts d, not that it cannot discriminate:
+    # they are summed up once below (tmi_floor_caution).
     flagged = [REGISTRY[name].label for name, where in warnings.items()
                if "*" in where or (name != "tmi" and best.checkpoint.name in where)]
     if flagged:

@@ -52,13 +52,20 @@ def approximation_notes(rows: list[ResultRow]) -> list[tuple]:
             for (noted, note) in notes if noted == name]
 
 
-def ranked_rows(evaluation: Evaluation, rank: bool = True) -> list[ResultRow]:
+class RankedRows(list):
+    """An evaluation's rows, with the lead predictor that ranked them (``lead``)."""
+
+    lead = None
+
+
+def ranked_rows(evaluation: Evaluation, rank: bool = True) -> RankedRows:
     """The evaluation's rows with every metric's ranks; with ``rank``, ranked and sorted by
-    the lead predictor (:func:`transferability.predictors.lead_for_rows`)."""
+    the lead predictor (:func:`transferability.predictors.lead_for_rows`), kept as
+    ``rows.lead`` so that the page, the API and the exports ask for it once."""
     # Scores in the order they were written: stages in network order.
     scores = Prefetch("scores", queryset=MetricScore.objects.order_by("pk"))
     results = list(evaluation.results.select_related("checkpoint").prefetch_related(scores))
-    rows = []
+    rows = RankedRows()
     for result in results:
         row = ResultRow(result)
         for score in result.scores.all():
@@ -89,7 +96,7 @@ def ranked_rows(evaluation: Evaluation, rank: bool = True) -> list[ResultRow]:
         return rows
     from .predictors import lead_for_rows
 
-    lead = lead_for_rows(rows)
+    lead = rows.lead = lead_for_rows(rows)
     scores = lead.scores(rows) if lead else {}
     ordered = sorted((r for r in rows if r.checkpoint.name in scores),
                      key=lambda r: -scores[r.checkpoint.name])
@@ -103,9 +110,16 @@ def ranked_rows(evaluation: Evaluation, rank: bool = True) -> list[ResultRow]:
     return rows
 
 
-def rows_ranking_metric(rows: list[ResultRow]) -> str | None:
-    """The registry metric that stands for the lead in charts (its best member)."""
+def lead_of(rows):
+    """The lead that ranked these rows (:func:`ranked_rows`), else the one they would get."""
+    if isinstance(rows, RankedRows) and rows.lead is not None:
+        return rows.lead
     from .predictors import lead_for_rows
 
-    lead = lead_for_rows(rows)
+    return lead_for_rows(rows)
+
+
+def rows_ranking_metric(rows: list[ResultRow]) -> str | None:
+    """The registry metric that stands for the lead in charts (its best member)."""
+    lead = lead_of(rows)
     return lead.chart_metric if lead else None

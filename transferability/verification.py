@@ -138,36 +138,38 @@ def _budget_plan(evaluation, done: dict, strategy: str, budget) -> tuple[list, d
     return chosen, {"rungs": rungs, "rung": 0, "order": order, "history": {}}
 
 
+RATE_SAMPLES = 500  # the latest measured fine-tunes an estimate reads
+
+
+def _seconds_per_image_epoch(details: dict, seconds: float) -> float | None:
+    """A finished fine-tune's training seconds per image and epoch of one grid run."""
+    details = details or {}
+    grid, trained = details.get("grid"), details.get("train")
+    epochs = (details.get("recipe") or {}).get("epochs")
+    return seconds / (trained * epochs * len(grid)) if grid and trained and epochs else None
+
+
 def estimate_minutes(evaluation: Evaluation, names: list[str], epochs: int | None = None
                      ) -> float | None:
-    """Minutes a full fine-tune of ``names`` would take here: from this site's measured
-    fine-tunes (seconds per training image and epoch, per checkpoint, else the median over
-    all), else from the evaluation's extraction throughput (a training step costs about
-    three forward passes). None when nothing was measured."""
+    """Minutes a full fine-tune of ``names`` would take here: from this site's latest
+    measured fine-tunes (seconds per training image and epoch, that checkpoint's, else the
+    median over all), else from the evaluation's extraction throughput (a training step
+    costs about three forward passes). None when nothing was measured."""
     from .ground_truth import FinetuneRecipe
 
     recipe = FinetuneRecipe()
     epochs = epochs or recipe.epochs
-    runs = len(recipe.learning_rates)
     rates: dict[str, list[float]] = {}
     for name, details, seconds in TruthResult.objects.filter(
-            status=Status.DONE, truth__mode=GroundTruth.Mode.FINETUNE, seconds__gt=0,
-            checkpoint__name__in=names).values_list("checkpoint__name", "details", "seconds"):
-        grid = (details or {}).get("grid") or []
-        trained = (details or {}).get("train")
-        run_epochs = ((details or {}).get("recipe") or {}).get("epochs")
-        if grid and trained and run_epochs:
-            rates.setdefault(name, []).append(seconds / (trained * run_epochs * len(grid)))
+            status=Status.DONE, truth__mode=GroundTruth.Mode.FINETUNE, seconds__gt=0
+    ).order_by("-finished_at").values_list("checkpoint__name", "details", "seconds")[
+            :RATE_SAMPLES]:
+        rate = _seconds_per_image_epoch(details, seconds)
+        if rate is not None:
+            rates.setdefault(name, []).append(rate)
     everyone = [r for values in rates.values() for r in values]
-    if not everyone:
-        for details, seconds in TruthResult.objects.filter(
-                status=Status.DONE, truth__mode=GroundTruth.Mode.FINETUNE,
-                seconds__gt=0).values_list("details", "seconds")[:500]:
-            grid, trained = (details or {}).get("grid"), (details or {}).get("train")
-            run_epochs = ((details or {}).get("recipe") or {}).get("epochs")
-            if grid and trained and run_epochs:
-                everyone.append(seconds / (trained * run_epochs * len(grid)))
-    train = round(0.7 * evaluation.dataset.num_images)
+    test_fraction = GroundTruth._meta.get_field("test_fraction").default
+    train = round((1.0 - test_fraction) * evaluation.dataset.num_images)
     total = 0.0
     for result in evaluation.results.select_related("checkpoint").filter(
             checkpoint__name__in=names):
@@ -180,7 +182,7 @@ def estimate_minutes(evaluation: Evaluation, names: list[str], epochs: int | Non
             rate = 3.0 * result.extraction_seconds / result.images_total
         else:
             return None
-        total += rate * train * epochs * runs
+        total += rate * train * epochs * len(recipe.learning_rates)
     return total / 60.0
 
 

@@ -29,9 +29,9 @@ from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset,
 from .metrics import REGISTRY
 from .pairs import (PRE_LOGITS, direction_summary, find_pair, flip_examples, pair_rows,
                     sample_correctness)
-from .predictors import lead_for_rows, predictor_report
+from .predictors import predictor_report
 from .recommendation import consensus_ranks, metric_warnings, recommend
-from .results import approximation_notes, metric_columns, ranked_rows
+from .results import approximation_notes, lead_of, metric_columns, ranked_rows
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 from .transfers import submit_transfer, suggest_pair
 from .verification import REFERENCES, estimate_minutes, submit_truth, truth_payload
@@ -251,7 +251,7 @@ def evaluation_detail(request, pk):
         # Every column the evaluation will fill, so that scores can appear as they come.
         columns = [spec for name, spec in REGISTRY.items()
                    if name in (evaluation.metrics or REGISTRY) or spec in columns]
-    lead = lead_for_rows(rows)
+    lead = lead_of(rows)
     ranking = lead.chart_metric if lead else None
     chart_spec = REGISTRY[ranking] if ranking else None
     notes = approximation_notes(rows)

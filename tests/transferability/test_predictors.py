@@ -161,3 +161,20 @@ def test_a_dataset_whose_checkpoints_all_tie_is_no_evidence(owner):
     evaluation_with(owner, "saturated", AGREEING, [100.0] * 5)
     choice = site_choice()
     assert len(choice.datasets) == 3 and choice.lead.members == ("logme",)
+
+
+def test_the_page_offers_a_budget_with_its_time_from_measured_fine_tunes(owner, client):
+    measured = evaluation_with(owner, "measured", AGREEING, TRUTH)
+    # 14 s per fine-tune of 140 training images, 5 epochs, 2 learning rates.
+    TruthResult.objects.filter(truth__evaluation=measured).update(
+        seconds=14.0, details={"grid": [{}, {}], "train": 140, "recipe": {"epochs": 5}})
+    fresh = evaluation_with(owner, "fresh", AGREEING)  # 200 images: 140 to train on
+    client.force_login(owner)
+    html = client.get(fresh.get_absolute_url()).content.decode()
+    form = re.search(r'<form[^>]*id="verify-budget-form".*?</form>', html, re.S).group(0)
+    assert 'name="budget" value="3"' in form
+    assert "Verify the top 3 (about 1 min)" in form  # 3 x 14 s
+    # Nothing measured yet and no extraction timing: no figure rather than a guess.
+    TruthResult.objects.all().delete()
+    html = client.get(fresh.get_absolute_url()).content.decode()
+    assert "Verify the top 3</button>" in html

@@ -5,8 +5,7 @@ Real timm models (tiny, random), the real panel and fine-tuning, run in-process.
 
 import pytest
 
-from tests.builders import image_folder_zip, saved_checkpoint
-from transferability.datasets import create_target_dataset
+from tests.builders import colours_dataset, evaluated, saved_checkpoint
 from transferability.metrics.resampling import RESAMPLES
 from transferability.models import GroundTruth, Status, TruthResult
 from transferability.submission import SubmissionError, submit_evaluation
@@ -20,8 +19,7 @@ METRICS = ["tmi", "logme", "gbc", "knn_accuracy", "probe_accuracy"]
 
 @pytest.fixture
 def dataset(owner, tmp_path):
-    archive = image_folder_zip(tmp_path / "c.zip", {"red": 12, "green": 12, "blue": 12}, seed=5)
-    return create_target_dataset(owner, "colours", archive)
+    return colours_dataset(owner, tmp_path)
 
 
 @pytest.fixture
@@ -33,12 +31,7 @@ def checkpoints():
 
 @pytest.fixture
 def evaluation(owner, dataset, checkpoints):
-    evaluation = submit_evaluation(owner, dataset, checkpoints, metrics=METRICS,
-                                   enqueue_work=False)
-    jobs.run_inline(evaluation.pk)
-    evaluation.refresh_from_db()
-    assert evaluation.status == Status.DONE, evaluation.message
-    return evaluation
+    return evaluated(owner, dataset, checkpoints, metrics=METRICS)
 
 
 def test_the_recommendation_says_how_sure_it_is(evaluation, api):
@@ -65,9 +58,7 @@ def test_the_recommendation_says_how_sure_it_is(evaluation, api):
 def test_halving_spends_the_budget_on_rungs_and_names_the_best_found(evaluation, owner, dataset,
                                                                      checkpoints):
     # A full fine-tuning truth of the same data on another evaluation, for the regret.
-    full = submit_evaluation(owner, dataset, checkpoints, metrics=METRICS, enqueue_work=False)
-    jobs.run_inline(full.pk)
-    full.refresh_from_db()
+    full = evaluated(owner, dataset, checkpoints, metrics=METRICS)
     full_truth = submit_truth(full, enqueue_work=False)
     verification.run_truth_inline(full_truth.pk)
 

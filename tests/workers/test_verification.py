@@ -2,12 +2,11 @@
 
 import pytest
 
-from tests.builders import image_folder_zip, saved_checkpoint
-from transferability.datasets import create_target_dataset
+from tests.builders import colours_dataset, evaluated, saved_checkpoint
 from transferability.models import GroundTruth, Status, TruthResult
-from transferability.submission import SubmissionError, submit_evaluation
+from transferability.submission import SubmissionError
 from transferability.verification import REFERENCES, submit_truth
-from workers import jobs, verification
+from workers import verification
 
 pytestmark = pytest.mark.django_db
 
@@ -16,20 +15,13 @@ MEASURES = {"weighted_tau", "kendall_tau", "top1_relative_accuracy"}
 
 @pytest.fixture
 def evaluation(owner, tmp_path):
-    archive = image_folder_zip(tmp_path / "c.zip", {"red": 12, "green": 12, "blue": 12}, seed=5)
-    dataset = create_target_dataset(owner, "colours", archive)
     checkpoints = [saved_checkpoint("ck-resnet", "test_resnet", num_classes=10, seed=1,
                                     source_top1=91.0,
                                     source_classes=[str(i) for i in range(10)]),
                    saved_checkpoint("ck-convnext", "test_convnext", seed=2, source_top1=80.0),
                    saved_checkpoint("ck-vit", "test_vit", seed=3, source_top1=70.0)]
-    evaluation = submit_evaluation(owner, dataset, checkpoints,
-                                   metrics=["tmi", "logme", "knn_accuracy", "probe_accuracy"],
-                                   enqueue_work=False)
-    jobs.run_inline(evaluation.pk)
-    evaluation.refresh_from_db()
-    assert evaluation.status == Status.DONE, evaluation.message
-    return evaluation
+    return evaluated(owner, colours_dataset(owner, tmp_path), checkpoints,
+                     metrics=["tmi", "logme", "knn_accuracy", "probe_accuracy"])
 
 
 def test_probe_truth_measures_every_checkpoint_and_judges_every_metric(evaluation, api):

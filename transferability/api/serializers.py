@@ -141,13 +141,13 @@ def result_payload(row) -> dict:
 def evaluation_payload(evaluation, rows, request=None) -> dict:
     from django.urls import reverse
 
-    from ..predictors import lead_for_rows
     from ..recommendation import recommend
+    from ..results import lead_of
 
     url = reverse("api-evaluation-detail", args=[evaluation.pk])
     truth = truth_payload(evaluation, rows)
     recommendation = recommend(rows, evaluation.dataset.class_counts, truth,
-                               lead=lead_for_rows(rows))
+                               lead=lead_of(rows))
     return {
         "id": evaluation.pk,
         "url": request.build_absolute_uri(url) if request else url,

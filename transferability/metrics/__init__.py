@@ -21,8 +21,7 @@ from .nce import nce
 from .nleep import nleep
 from .panel import PanelScore, score_panel
 from .parc import parc
-from .registry import (PRIMARY_METRIC, REGISTRY, MetricSpec, applicable_metrics, get_metric,
-                       ranking_metric)
+from .registry import REGISTRY, MetricSpec, applicable_metrics, get_metric
 from .sfda import sfda
 from .statistics import FeatureStatistics
 from .knn_mutual_information import knn_mutual_information
@@ -55,10 +54,8 @@ __all__ = [
     "FeatureStatistics",
     "PanelScore",
     "score_panel",
-    "PRIMARY_METRIC",
     "REGISTRY",
     "MetricSpec",
-    "ranking_metric",
     "applicable_metrics",
     "get_metric",
 ]

@@ -68,7 +68,6 @@ def knn_mutual_information(features, labels=None, k: int = 3,
         r = np.partition(np.where(same, block, np.inf), k - 1, axis=1)[:, k - 1]
         radius[start:stop] = r
         within[start:stop] = np.count_nonzero(block <= r[:, None], axis=1)
-    _, counts = np.unique(y, return_inverse=False, return_counts=True)
-    class_size = counts[np.searchsorted(np.unique(y), y)]
+    class_size = np.bincount(y)[y]
     return float(digamma(n) - np.mean(digamma(class_size)) + digamma(k)
                  - np.mean(digamma(within)))

@@ -19,8 +19,7 @@ from .knn_mutual_information import KNN_MI_SAMPLE_LIMIT, knn_mutual_information
 from .tmi import tmi, tmi_floor_diagnostics, tmi_per_dimension, tmi_relative_floor, tmi_standardized
 from .transrate import transrate
 
-__all__ = ["MetricSpec", "PRIMARY_METRIC", "REGISTRY", "applicable_metrics", "get_metric",
-           "ranking_metric"]
+__all__ = ["MetricSpec", "REGISTRY", "applicable_metrics", "get_metric"]
 
 FEATURES = "features"
 SOURCE_PROBS = "source_probs"
@@ -81,18 +80,6 @@ _SPECS = [
 ]
 
 REGISTRY: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
-
-# The metric that ranks checkpoints (and stages) when it was computed.
-PRIMARY_METRIC = "tmi"
-
-
-def ranking_metric(names: Iterable[str]) -> str | None:
-    """Which of ``names`` ranks: the primary metric if present, else the first registered."""
-    names = set(names)
-    if PRIMARY_METRIC in names:
-        return PRIMARY_METRIC
-    return next((name for name in REGISTRY if name in names), None)
-
 
 def get_metric(name: str) -> MetricSpec:
     """The spec registered under ``name``; ValueError listing the valid names otherwise."""
