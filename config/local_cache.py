@@ -95,6 +95,22 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+
+def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the index in WAL mode (persistent in the file: once is enough). Switching needs
+    the file to itself, and SQLite answers "database is locked" at once, without waiting
+    for its busy timeout, when another process opens the new index at the same moment:
+    try again for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
 class LocalCache:
     """Files and folders under ``root``, bounded to ``max_bytes`` by least recent use."""
 
@@ -109,7 +125,7 @@ class LocalCache:
         self.root.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.root / INDEX, timeout=60, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.execute("CREATE TABLE IF NOT EXISTS entries (name TEXT PRIMARY KEY, "
                        "bytes INTEGER NOT NULL, used REAL NOT NULL)")
             yield db
