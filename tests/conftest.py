@@ -145,3 +145,10 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def private_stores(settings, tmp_path):
+    """The test's own media folder and feature cache."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.ZOORANK_CACHE_DIR = tmp_path / "cache"

@@ -14,6 +14,16 @@ from transferability.models import Evaluation, TargetDataset
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = ROOT / "var" / "screenshots"
+HAS_CHROMIUM = CHROMIUM.exists() and CHROMEDRIVER.exists()
+# A browser test on pages built in the test (no worker): the live server sees the test's
+# rows, and the media and feature stores are the test's own (tests/conftest.py).
+PAGE_TEST = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not HAS_CHROMIUM,
+                       reason="needs Debian's chromium and chromedriver in /usr/bin"),
+    pytest.mark.usefixtures("private_stores"),
+]
 
 pytestmark = [
     pytest.mark.browser,

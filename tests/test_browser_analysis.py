@@ -6,23 +6,11 @@ load, and no page logs an error. The data is made in code (no worker needed).
 import re
 
 import numpy as np
-import pytest
 
-from tests.test_browser import CHROMEDRIVER, CHROMIUM, SCREENSHOTS, wait_until
+from tests.test_browser import PAGE_TEST, SCREENSHOTS, wait_until
 from tests.transferability.test_analysis_pages import evaluation_with_cache, ids
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason="needs Debian's chromium and chromedriver in /usr/bin"),
-]
-
-
-@pytest.fixture(autouse=True)
-def stores(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.ZOORANK_CACHE_DIR = tmp_path / "cache"
+pytestmark = PAGE_TEST
 
 
 def log_in(driver, live_server):

@@ -2,26 +2,14 @@
 in headless Chromium: what a person sees and clicks, no console errors, screenshots kept
 under var/screenshots/pages/."""
 
-import pytest
 
-from tests.test_browser import CHROMEDRIVER, CHROMIUM, SCREENSHOTS, wait_until
+from tests.test_browser import PAGE_TEST, SCREENSHOTS, wait_until
 from tests.test_browser_analysis import console_errors, log_in
 from tests.transferability.test_analysis_pages import evaluation_with_cache
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason="needs Debian's chromium and chromedriver in /usr/bin"),
-]
+pytestmark = PAGE_TEST
 
 SHOTS = SCREENSHOTS / "pages"
-
-
-@pytest.fixture(autouse=True)
-def stores(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.ZOORANK_CACHE_DIR = tmp_path / "cache"
 
 
 def shoot(driver, name: str) -> None:
@@ -53,10 +41,11 @@ def test_the_evaluation_answers_first_and_leads_to_the_checkpoint(browser, live_
     assert browser.get_window_size() == {"width": 1400, "height": 1000}
     assert ranking_overflow(browser) <= 0
     # The compact ranking shows one metric (the lead's, LogME here) and the baselines; the
-    # menu switches it.
+    # menu ranks by another predictor, and shows its column.
     assert "logme" in visible_metric_headers(browser)
     assert "tmi" not in visible_metric_headers(browser)
-    Select(browser.find_element(By.ID, "metric-choice")).select_by_value("tmi")
+    Select(browser.find_element(By.ID, "rank-choice")).select_by_value("tmi")
+    wait_until(browser, lambda d: "rank=tmi" in d.current_url, 10, "the page ranked by TMI")
     assert "tmi" in visible_metric_headers(browser)
     assert "logme" not in visible_metric_headers(browser)
     browser.find_element(By.ID, "show-all-metrics").click()
@@ -76,6 +65,7 @@ def test_the_evaluation_answers_first_and_leads_to_the_checkpoint(browser, live_
     shoot(browser, "evaluation-answer")
 
     # The recommended checkpoint's name opens its page: a model card.
+    answer = browser.find_element(By.ID, "recommendation")  # the page ranked by TMI
     name = answer.find_element(By.CSS_SELECTOR, "a strong").text
     answer.find_element(By.CSS_SELECTOR, "a").click()
     wait_until(browser, lambda d: d.find_elements(By.ID, "model-card"), 10, "the model card")

@@ -193,6 +193,9 @@ ROUTES: dict[str, Rule] = {
     "evaluation-compare": Rule("page", {"GET": {200}}, query=compare_query),
     "evaluation-detail": Rule("page", {"GET": {200}}, ev),
     "evaluation-retry": Rule("page", {"POST": {302}}, ev),
+    "evaluation-cancel": Rule("page", {"POST": {302}}, ev),
+    "evaluation-rerun": Rule("page", {"POST": {302}}, ev),
+    "evaluation-delete": Rule("page", {"POST": {302}}, ev),
     "evaluation-truth": Rule("page", {"POST": {302}}, ev, body=lambda w: {"mode": "probe"}),
     "evaluation-transfer": Rule("page", {"POST": {302}}, ev,
                                 body=lambda w: {"teacher": NAMES[0], "student": NAMES[1]}),
@@ -679,7 +682,7 @@ def test_every_inline_handler_in_the_templates_is_allowed_by_the_policy():
                 handlers.append(double or single)
                 assert csp_hash(double or single) in policy_scripts, \
                     f"{path}: {double or single!r} needs ZOORANK_CSP_INLINE_HANDLERS"
-    assert handlers  # the dataset page's delete confirmation
+    assert handlers  # the token page's select-on-focus
 
 
 def test_the_chart_scripts_carry_the_nonce_and_injected_ones_do_not(world):

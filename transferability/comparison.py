@@ -1,19 +1,19 @@
 """Two or more evaluations side by side: the same checkpoints, ranked in each.
 
 Scores of one metric are comparable within an evaluation, not across datasets; ranks are.
-The comparison therefore shows each evaluation's ranking metric and linear-probe accuracy
-with their ranks, and how far the evaluations' orders agree (Kendall's tau over the
-checkpoints both finished).
+The comparison therefore shows each evaluation's rank by its lead predictor (or the one
+picked, ``rank_by``), its linear-probe accuracy and, where measured, its true accuracy;
+and how far the evaluations' orders agree (Kendall's tau over the checkpoints both
+finished) beside how far their true accuracies do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .metrics import REGISTRY
 from .models import Evaluation
 from .ranking import ConstantInputError, kendall_tau
-from .results import ranked_rows, rows_ranking_metric
+from .results import lead_of, ranked_rows
 
 __all__ = ["MAX_COMPARED", "CompareError", "parse_ids", "Comparison", "compare"]
 
@@ -43,10 +43,17 @@ def parse_ids(values: list[str]) -> list[int]:
 @dataclass
 class Column:
     evaluation: Evaluation
-    metric: str | None  # the evaluation's ranking metric
-    label: str
+    metric: str | None  # the metric that stands for the lead (a single lead's values shown)
+    label: str  # the predictor that ranks it
     rows: dict[int, object] = field(default_factory=dict)  # checkpoint id -> ResultRow
     has_probe: bool = False
+    truth: dict[str, float] = field(default_factory=dict)  # checkpoint name -> true acc.
+    single: bool = True  # ranked by one metric (its values shown) or by a consensus
+
+    @property
+    def width(self) -> int:
+        """Table columns: the rank, then the probe and the true accuracy where present."""
+        return 1 + self.has_probe + bool(self.truth)
 
 
 @dataclass
@@ -62,16 +69,21 @@ class Comparison:
     dataset_names: list[str] = field(default_factory=list)  # distinct, in column order
 
 
-def compare(evaluations: list[Evaluation]) -> Comparison:
+def compare(evaluations: list[Evaluation], rank_by: str | None = None) -> Comparison:
+    from .verification import truth_payload
+
     columns = []
     for evaluation in evaluations:
-        rows = ranked_rows(evaluation)
-        metric = rows_ranking_metric(rows)
+        rows = ranked_rows(evaluation, rank_by=rank_by)
+        lead = lead_of(rows)
+        truth = truth_payload(evaluation, rows) or {}
         columns.append(Column(
-            evaluation=evaluation, metric=metric,
-            label=REGISTRY[metric].label if metric else "",
+            evaluation=evaluation, metric=lead.chart_metric if lead else None,
+            label=lead.label if lead else "",
+            single=bool(lead) and len(lead.candidate.members) == 1,
             rows={row.checkpoint.pk: row for row in rows},
-            has_probe=any(PROBE in row.ranks for row in rows)))
+            has_probe=any(PROBE in row.ranks for row in rows),
+            truth=truth.get("accuracy") or {}))
     checkpoints = {}
     for column in columns:
         for row in column.rows.values():
@@ -81,19 +93,27 @@ def compare(evaluations: list[Evaluation]) -> Comparison:
         cells, ranks = [], []
         for column in columns:
             row = column.rows.get(pk)
-            names = [column.metric] + ([PROBE] if column.has_probe else [])
-            for name in names:
+            ranked = sum(1 for r in column.rows.values() if r.rank is not None)
+            kinds = ["lead"] + (["probe"] if column.has_probe else []) \
+                + (["truth"] if column.truth else [])
+            for kind in kinds:
                 if row is None:
                     cells.append({"absent": True})
                     continue
-                rank = row.ranks.get(name) if name else None
-                if name == column.metric and rank is not None:
-                    ranks.append(rank)
-                value = row.scores.get(name) if name else None
-                cells.append({
-                    "value": (100.0 * value if name == PROBE and value is not None else value),
-                    "rank": rank, "status": row.result.status, "probe": name == PROBE,
-                    "of": sum(1 for r in column.rows.values() if name in r.ranks)})
+                cell = {"status": row.result.status, "kind": kind, "probe": kind == "probe"}
+                if kind == "lead":
+                    cell.update(rank=row.rank, of=ranked, value=row.scores.get(column.metric)
+                                if column.single else None)
+                    if row.rank is not None:
+                        ranks.append(row.rank)
+                elif kind == "probe":
+                    value = row.scores.get(PROBE)
+                    cell.update(value=100.0 * value if value is not None else None,
+                                rank=row.ranks.get(PROBE),
+                                of=sum(1 for r in column.rows.values() if PROBE in r.ranks))
+                else:
+                    cell.update(value=column.truth.get(checkpoint.name), rank=None)
+                cells.append(cell)
         table.append({"checkpoint": checkpoint, "cells": cells,
                       "mean_rank": sum(ranks) / len(ranks) if ranks else None})
     table.sort(key=lambda t: (t["mean_rank"] is None, t["mean_rank"] or 0, t["checkpoint"].name))
@@ -103,29 +123,36 @@ def compare(evaluations: list[Evaluation]) -> Comparison:
         columns=columns, checkpoints=table,
         datasets_differ=len(datasets) > 1,
         same_content=len(datasets) > 1 and len(hashes) == 1,
-        metrics_differ=len({c.metric for c in columns}) > 1,
+        metrics_differ=len({c.label for c in columns}) > 1,
         agreement=_agreement(columns),
         dataset_names=list(dict.fromkeys(c.evaluation.dataset.name for c in columns)),
     )
 
 
+def _tau(first: dict, second: dict) -> tuple[float | None, int]:
+    """Kendall's tau between two {key: value} over their common keys, and how many."""
+    common = [k for k in first if k in second]
+    if len(common) < 2:
+        return None, len(common)
+    try:
+        return kendall_tau([first[k] for k in common], [second[k] for k in common]), len(common)
+    except (ConstantInputError, ValueError):
+        return None, len(common)
+
+
 def _agreement(columns: list[Column]) -> list[dict]:
-    """Kendall's tau between every two evaluations' ranking-metric orders, over the
-    checkpoints ranked in both; None where undefined (fewer than 2, or constant)."""
+    """Per pair of evaluations: Kendall's tau between their ranks (over the checkpoints
+    ranked in both) and, where both were measured, between their true accuracies; None
+    where undefined (fewer than 2, or constant)."""
     out = []
     for i, first in enumerate(columns):
         for second in columns[i + 1:]:
-            common = [pk for pk, row in first.rows.items()
-                      if first.metric in row.ranks and pk in second.rows
-                      and second.metric in second.rows[pk].ranks]
-            tau = None
-            if len(common) >= 2:
-                try:
-                    # Ranks on both sides (1 = best): comparable across metrics and datasets.
-                    tau = kendall_tau([first.rows[pk].ranks[first.metric] for pk in common],
-                                      [second.rows[pk].ranks[second.metric] for pk in common])
-                except (ConstantInputError, ValueError):
-                    tau = None
+            # Ranks (1 = best) negated so that tau is 1 for the same order.
+            tau, common = _tau({pk: -r.rank for pk, r in first.rows.items() if r.rank},
+                               {pk: -r.rank for pk, r in second.rows.items() if r.rank})
+            truth_tau, truth_common = _tau(first.truth, second.truth) \
+                if first.truth and second.truth else (None, 0)
             out.append({"a": first.evaluation, "b": second.evaluation, "tau": tau,
-                        "common": len(common)})
+                        "common": common, "truth_tau": truth_tau,
+                        "truth_common": truth_common})
     return out

@@ -1,7 +1,9 @@
 from django import forms
+from django.utils.html import format_html
 
 from zoo.models import Checkpoint
 
+from .leakage import leaked_among
 from .metrics import REGISTRY
 from .models import Evaluation
 
@@ -43,10 +45,25 @@ class EvaluationForm(forms.Form):
     )
     score_stages = forms.BooleanField(required=False, label="Also score every stage")
 
-    def __init__(self, *args, user, **kwargs):
-        """``user``: whose checkpoints are offered besides the shared zoo."""
+    def __init__(self, *args, user, dataset=None, **kwargs):
+        """``user``: whose checkpoints are offered besides the shared zoo. ``dataset``: the
+        target; checkpoints trained on it (or on its twin) are offered but not ticked."""
         super().__init__(*args, **kwargs)
         field = self.fields["checkpoints"]
         field.queryset = field.queryset.visible_to(user)
+        self.leakage = leaked_among(field.queryset, dataset) if dataset is not None else {}
+        if self.leakage:
+            field.label_from_instance = self._label
+            field.help_text = ("Checkpoints to score. Those marked “trained on this data” have "
+                               "learnt these images: left out unless you tick them, since "
+                               "their scores here would flatter them.")
         if not self.is_bound:
-            self.initial.setdefault("checkpoints", list(self.fields["checkpoints"].queryset))
+            self.initial.setdefault("checkpoints", [c for c in field.queryset
+                                                    if c.name not in self.leakage])
+
+    def _label(self, checkpoint):
+        reason = self.leakage.get(checkpoint.name)
+        if not reason:
+            return checkpoint.name
+        return format_html('{} <span class="tag leak" title="{}">trained on this data</span>',
+                           checkpoint.name, reason)

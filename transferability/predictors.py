@@ -22,7 +22,7 @@ from .metrics import REGISTRY
 from .models import GroundTruth, Status
 from .predictor_choice import MIN_DATASETS, Candidate, Choice, DatasetEvidence, choose
 
-__all__ = ["DEFAULT_LEAD_MEMBERS", "DEFAULT_ORDER", "Lead", "lead_for_rows", "lead_members",
+__all__ = ["CONSENSUS", "DEFAULT_LEAD_MEMBERS", "picked_lead", "DEFAULT_ORDER", "Lead", "lead_for_rows", "lead_members",
            "lead_metric_among", "predictor_report", "site_choice", "site_evidence"]
 
 # Without enough evidence on the site, the demo study decides (docs/science.md section 8):
@@ -73,9 +73,22 @@ class Lead:
         return self.candidate.members[0]
 
     def scores(self, rows) -> dict[str, float]:
-        """checkpoint name -> the lead's score (higher better) for the finished rows."""
+        """checkpoint name -> the lead's score (higher better) for the finished rows.
+
+        A member flagged for a checkpoint (``row.flagged``) does not vote for it: a
+        consensus leaves that member out where it cannot score every checkpoint (when
+        another member can); a single predictor keeps its value (the ⚠ beside it says so)."""
+        plain = self._scores(rows, voting_only=False)
+        if len(self.candidate.members) > 1:
+            voted = self._scores(rows, voting_only=True)
+            if len(voted) == len(plain):
+                return voted
+        return plain
+
+    def _scores(self, rows, voting_only: bool) -> dict[str, float]:
         scores = {m: {r.checkpoint.name: r.scores[m] for r in rows
-                      if r.result.status == Status.DONE and r.scores.get(m) is not None}
+                      if r.result.status == Status.DONE and r.scores.get(m) is not None
+                      and not (voting_only and m in getattr(r, "flagged", ()))}
                   for m in self.candidate.members}
         return self.candidate.scores(scores, HIGHER_IS_BETTER)
 
@@ -219,6 +232,16 @@ def lead_for_rows(rows, choice: Choice | None = None) -> Lead | None:
             return Lead(Candidate((name,)), f"the best-agreeing predictor of the demo study "
                         f"scored here; {evidence_needed}", False)
     return None
+
+
+CONSENSUS = "consensus"  # what a user picks to rank by the established metrics' consensus
+
+
+def picked_lead(name: str) -> Lead:
+    """A predictor the user picked to rank by (a registry name or :data:`CONSENSUS`)."""
+    members = ESTABLISHED_METRICS if name == CONSENSUS else (name,)
+    return Lead(Candidate(members), "picked on this page; the answer stays with the lead "
+                                    "predictor chosen by evidence", False)
 
 
 OTHER = "a dataset of another user"

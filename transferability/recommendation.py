@@ -27,7 +27,7 @@ from .metrics.tmi import FLOOR_DECIDES_SHARE
 from .models import Status
 from .ranking import ConstantInputError, kendall_tau
 
-__all__ = ["consensus_ranks", "metric_warnings", "recommend", "tmi_floor_caution",
+__all__ = ["consensus_ranks", "flag_votes", "metric_warnings", "recommend", "tmi_floor_caution",
            "SMALL_DATASET_IMAGES", "SMALL_CLASS_IMAGES"]
 
 # Metrics that estimate a covariance or scatter per class (or need d < n_c to be meaningful).
@@ -95,9 +95,31 @@ def tmi_floor_caution(rows) -> str | None:
     return text
 
 
+def flag_votes(rows, class_counts) -> dict[str, dict[str, str]]:
+    """The metrics' warnings (:func:`metric_warnings`), and on each row the metrics flagged
+    for it (``row.flagged``) and each metric's rank among the finished rows it is not
+    flagged for (``row.vote_ranks``): a flagged value does not vote."""
+    from .results import competition_ranks
+
+    warnings = metric_warnings(rows, class_counts)
+    done = _done(rows)
+    for row in rows:
+        row.flagged = {name for name, where in warnings.items() if row.checkpoint.name in where}
+        row.vote_ranks = {}
+    for name, spec in REGISTRY.items():
+        voting = [r for r in done if r.scores.get(name) is not None and name not in r.flagged]
+        ranks = competition_ranks(voting, lambda r: r.scores[name], spec.higher_is_better)
+        for row in voting:
+            row.vote_ranks[name] = ranks[id(row)]
+    return warnings
+
+
 def consensus_ranks(rows, warnings=None) -> tuple[dict[str, int], list[str]]:
     """({checkpoint name: consensus rank}, metric names used): mean rank over the metrics
-    scored for every finished checkpoint and not constant across them."""
+    scored for every finished checkpoint and not constant across them. A metric flagged
+    for a checkpoint (``row.flagged``) does not vote for it: its ranks are taken among the
+    checkpoints it is not flagged for (``row.vote_ranks``), and the checkpoint's mean is
+    over the other metrics."""
     rows = _done(rows)
     warnings = warnings if warnings is not None else {}
     used = [name for name, spec in REGISTRY.items() if spec.kind == "metric"
@@ -105,7 +127,11 @@ def consensus_ranks(rows, warnings=None) -> tuple[dict[str, int], list[str]]:
             and rows and all(name in r.ranks for r in rows)]
     if not used:
         return {}, []
-    means = {r.checkpoint.name: float(np.mean([r.ranks[m] for m in used])) for r in rows}
+    means = {}
+    for r in rows:
+        votes = [_vote(r, m) for m in used if _vote(r, m) is not None]
+        if votes:
+            means[r.checkpoint.name] = float(np.mean(votes))
     ordered = sorted(means.items(), key=lambda item: item[1])
     ranks, previous, rank = {}, None, 0
     for position, (name, mean) in enumerate(ordered, start=1):
@@ -113,6 +139,15 @@ def consensus_ranks(rows, warnings=None) -> tuple[dict[str, int], list[str]]:
             rank, previous = position, mean
         ranks[name] = rank
     return ranks, used
+
+
+def _vote(row, metric) -> int | None:
+    """The metric's rank of the row among those it is not flagged for (rows made outside
+    :func:`~transferability.results.ranked_rows` have no flags: their plain rank)."""
+    if metric in getattr(row, "flagged", ()):
+        return None
+    votes = getattr(row, "vote_ranks", None)
+    return votes.get(metric) if votes else row.ranks.get(metric)
 
 
 @dataclass
@@ -123,13 +158,17 @@ class Recommendation:
     margin: str = ""
     cautions: list[str] = field(default_factory=list)
     first_by: int = 0  # how many of the metrics put it first
-    metrics_used: int = 0
+    metrics_used: int = 0  # how many metrics voted for it (not flagged for it)
     lead: object = None  # the predictors.Lead the evaluation is ranked by
     # {"resamples", "p_first": {name: p}, "rank_interval": {name: [lo, hi]}} for the lead
     # and for the consensus; empty when no resamples were made.
     confidence: dict = field(default_factory=dict)
     consensus_confidence: dict = field(default_factory=dict)
     confidence_text: str = ""
+    tied_with: list[str] = field(default_factory=list)  # tied first by the answer's basis
+    separation: str = ""  # what separates the tied: "consensus rank 1 against 4; ..."
+    truth_note: str = ""  # a ground truth still partial: "5 of 14 measured; ..."
+    flagged: list[str] = field(default_factory=list)  # labels that do not vote for it
 
     def payload(self) -> dict:
         """The API's ``recommendation``."""
@@ -138,6 +177,10 @@ class Recommendation:
                 "lead": lead.name if lead else None,
                 "lead_label": lead.label if lead else None,
                 "lead_basis": lead.basis if lead else None,
+                "tied_with": list(self.tied_with), "separation": self.separation,
+                "truth_note": self.truth_note,
+                "first_by": self.first_by, "metrics_voting": self.metrics_used,
+                "flagged": list(self.flagged),
                 "p_first": self.confidence.get("p_first", {}),
                 "rank_interval": self.confidence.get("rank_interval", {}),
                 "resamples": self.confidence.get("resamples", 0),
@@ -147,48 +190,123 @@ class Recommendation:
                 "cautions": list(self.cautions)}
 
 
+def _truth_state(truth: dict | None, done) -> tuple[dict[str, float], bool, str]:
+    """(true accuracies of finished checkpoints, whether they are final, the note for a
+    partial truth). Final: the truth is done, or the best measured cannot be caught up
+    (100 %). A partial truth claims no best."""
+    if not truth:
+        return {}, False, ""
+    names = {r.checkpoint.name for r in done}
+    accuracy = {n: a for n, a in (truth.get("accuracy") or {}).items() if n in names}
+    results = [r for r in truth.get("results") or [] if r["checkpoint"] in names]
+    total = len(results) or len(accuracy)
+    failed = sum(r["status"] == Status.FAILED for r in results)
+    if truth.get("status", Status.DONE) == Status.DONE:
+        return accuracy, True, ""
+    if accuracy and max(accuracy.values()) >= 100.0:
+        return accuracy, True, ""
+    if not results:
+        return {}, False, ""
+    note = f"true accuracy: {len(accuracy)} of {total} measured"
+    if failed:
+        note += f", {failed} failed"
+    if truth.get("status") == Status.FAILED:
+        note += "; the measurement stopped"
+    elif accuracy:
+        top = max(accuracy, key=accuracy.get)
+        note += (f"; the highest so far is {top} at {accuracy[top]:.1f} %, not final until "
+                 f"the rest are measured")
+    else:
+        note += "; until they are, the answer rests on the predictors"
+    return {}, False, note
+
+
+def _ordered(candidates, key_score, consensus) -> list:
+    """Best first by ``key_score`` (higher better); ties broken by the consensus rank,
+    then the linear probe, then the name (results.tie_order)."""
+    def key(r):
+        probe = r.scores.get(PROBE)
+        return (-key_score(r), consensus.get(r.checkpoint.name, 10**9),
+                -probe if probe is not None else float("inf"), r.checkpoint.name)
+    return sorted(candidates, key=key)
+
+
+def _next_after(ordered, tied):
+    """The first checkpoint after the best and those tied with it (None when none)."""
+    rest = ordered[1 + len(tied):]
+    return rest[0] if rest else None
+
+
+def _separation(best, other, consensus, used) -> str:
+    """What tells two tied checkpoints apart, as the page says it."""
+    parts = []
+    a, b = consensus.get(best.checkpoint.name), consensus.get(other.checkpoint.name)
+    if a is not None and b is not None and a != b:
+        parts.append(f"consensus rank {a} against {b}")
+    firsts = [sum(1 for m in used if _vote(r, m) == 1) for r in (best, other)]
+    if used and firsts[0] != firsts[1]:
+        parts.append(f"first by {firsts[0]} of {len(used)} metrics against {firsts[1]}")
+    pa, pb = best.scores.get(PROBE), other.scores.get(PROBE)
+    if pa is not None and pb is not None and pa != pb:
+        parts.append(f"linear probe {100 * pa:.1f} % against {100 * pb:.1f} %")
+    return "; ".join(parts)
+
+
 def recommend(rows, class_counts, truth: dict | None = None,
-              ranking: str | None = None, lead=None) -> Recommendation | None:
+              ranking: str | None = None, lead=None,
+              leakage: dict[str, str] | None = None) -> Recommendation | None:
     """The checkpoint to take, with the evidence; None when nothing finished.
 
     ``lead``: the :class:`~transferability.predictors.Lead` that ranks the evaluation;
     ``ranking``: a single metric compared with the linear probe in the cautions (the
-    lead's chart metric when left out).
+    lead's chart metric when left out); ``leakage``: {checkpoint name: reason} of those
+    trained on this data (:func:`transferability.leakage.leaked_checkpoints`), which the
+    answer passes over while another is there (their scores measure memory of these
+    images), with a caution.
     """
-    done = _done(rows)
+    everyone = _done(rows)
+    leakage = leakage or {}
+    done = [r for r in everyone if r.checkpoint.name not in leakage] or everyone
     if not done:
         return None
     warnings = metric_warnings(rows, class_counts)
     consensus, used = consensus_ranks(rows, warnings)
-    accuracy = (truth or {}).get("accuracy") or {}
+    accuracy, final, truth_note = _truth_state(truth, done)
     measured = [r for r in done if r.checkpoint.name in accuracy]
     lead_scores = lead.scores(done) if lead is not None else {}
     ranking = ranking or (lead.chart_metric if lead is not None else None)
-    tie = None
-    if len(measured) >= 2:
-        ordered = sorted(measured, key=lambda r: -accuracy[r.checkpoint.name])
+    tied, by = [], ""
+    if final and len(measured) >= 2:
+        ordered = _ordered(measured, lambda r: accuracy[r.checkpoint.name], consensus)
         best, runner = ordered[0], ordered[1]
-        basis = f"best true accuracy ({accuracy[best.checkpoint.name]:.1f} %)"
+        basis = f"best true accuracy, {accuracy[best.checkpoint.name]:.1f} %"
+        if len(measured) < len(done):
+            basis += f", of the {len(measured)} of {len(done)} measured"
         gap = accuracy[best.checkpoint.name] - accuracy[runner.checkpoint.name]
         margin = f"{gap:.1f} points above {runner.checkpoint.name}"
+        tied = [r for r in ordered[1:] if accuracy[r.checkpoint.name]
+                == accuracy[best.checkpoint.name]]
+        by = "true accuracy"
     elif lead_scores:
-        ordered = sorted((r for r in done if r.checkpoint.name in lead_scores),
-                         key=lambda r: (-lead_scores[r.checkpoint.name], r.checkpoint.name))
+        ordered = _ordered([r for r in done if r.checkpoint.name in lead_scores],
+                           lambda r: lead_scores[r.checkpoint.name], consensus)
         best = ordered[0]
-        runner = ordered[1] if len(ordered) > 1 else None
-        basis = f"first by {lead.label}, the lead predictor"
-        margin = _probe_margin(best, runner)
-        tied = [r.checkpoint.name for r in ordered[1:]
+        tied = [r for r in ordered[1:]
                 if lead_scores[r.checkpoint.name] == lead_scores[best.checkpoint.name]]
-        if tied:
-            tie = (f"tied with {', '.join(tied)} by {lead.label}: taken by name; compare "
-                   f"them by the consensus and the baselines")
+        runner = _next_after(ordered, tied)
+        basis = f"first by {lead.label}, the lead predictor"
+        margin = _probe_margin(best, runner) if runner or not tied else ""
+        by = lead.label
     elif consensus:
-        ordered = sorted(done, key=lambda r: (consensus[r.checkpoint.name], r.checkpoint.name))
+        ordered = _ordered([r for r in done if r.checkpoint.name in consensus],
+                           lambda r: -consensus[r.checkpoint.name], {})
         best = ordered[0]
+        tied = [r for r in ordered[1:]
+                if consensus[r.checkpoint.name] == consensus[best.checkpoint.name]]
         basis = f"best consensus rank over {len(used)} metrics"
-        runner = ordered[1] if len(ordered) > 1 else None
-        margin = _probe_margin(best, runner)
+        runner = _next_after(ordered, tied)
+        margin = _probe_margin(best, runner) if runner or not tied else ""
+        by = "the consensus"
     else:
         ranked = [r for r in done if r.rank is not None]
         if not ranked:
@@ -198,20 +316,39 @@ def recommend(rows, class_counts, truth: dict | None = None,
         runner = ordered[1] if len(ordered) > 1 else None
         basis = "best rank"
         margin = _probe_margin(best, runner)
-    rec = Recommendation(best.checkpoint, basis, margin=margin, metrics_used=len(used),
-                         lead=lead)
+    voting = [m for m in used if _vote(best, m) is not None]
+    rec = Recommendation(best.checkpoint, basis, margin=margin, metrics_used=len(voting),
+                         lead=lead, truth_note=truth_note)
     for name, spec in REGISTRY.items():
         if name in best.ranks:
             of = sum(1 for r in done if name in r.ranks)
             rec.ranks.append((spec.label, best.ranks[name], of))
-    rec.first_by = sum(1 for m in used if best.ranks.get(m) == 1)
+    rec.flagged = [REGISTRY[m].label for m in REGISTRY if m in getattr(best, "flagged", ())]
+    rec.first_by = sum(1 for m in voting if _vote(best, m) == 1)
     rec.confidence, rec.consensus_confidence = _confidence(done, lead, used)
     rec.confidence_text = _confidence_text(rec.confidence, best.checkpoint.name, lead)
     rec.cautions = _cautions(done, best, used, warnings, class_counts, ranking)
-    if tie:
-        rec.cautions.insert(0, tie)
+    if leakage:
+        from .leakage import leakage_cautions
+
+        passed_over = [r.checkpoint.name for r in everyone if r not in done]
+        rec.cautions[:0] = leakage_cautions(
+            {n: why for n, why in leakage.items() if n in {r.checkpoint.name for r in everyone}},
+            best.checkpoint.name)
+        if passed_over:
+            rec.cautions.insert(0, f"left out of this answer: {', '.join(passed_over)}, "
+                                   f"trained on this data")
+    if tied:
+        rec.tied_with = [r.checkpoint.name for r in tied]
+        rec.separation = _separation(best, tied[0], consensus if by != "the consensus"
+                                     else {}, used)
+        names = " and ".join([best.checkpoint.name] + rec.tied_with)
+        rec.basis = f"tied first by {by} with {', '.join(rec.tied_with)}"
+        rec.cautions.insert(0, f"a tie: {names} are equal by {by}; " + (
+            f"{best.checkpoint.name} is taken because {rec.separation}" if rec.separation
+            else "nothing else separates them, so the first by name is shown: look at both"))
     p_best = rec.confidence.get("p_first", {}).get(best.checkpoint.name)
-    if p_best is not None and p_best < 0.5 and len(measured) < 2:
+    if p_best is not None and p_best < 0.5 and not (final and len(measured) >= 2):
         rec.cautions.insert(0, f"no clear winner: first in only {100 * p_best:.0f} % of "
                                f"resampled image sets")
     return rec
@@ -272,11 +409,11 @@ def _cautions(done, best, used, warnings, class_counts, ranking) -> list[str]:
     cautions = []
     if len(done) < 2:
         return ["only one checkpoint finished: nothing to compare it with"]
-    if used and best.ranks and sum(1 for m in used if best.ranks.get(m) == 1) <= len(used) / 2:
+    if used and best.ranks and sum(1 for m in used if _vote(best, m) == 1) <= len(used) / 2:
         firsts = {}
         for r in done:
             for m in used:
-                if r.ranks.get(m) == 1:
+                if _vote(r, m) == 1:
                     firsts.setdefault(r.checkpoint.name, []).append(REGISTRY[m].label)
         others = [f"{name} ({', '.join(labels)})" for name, labels in firsts.items()
                   if name != best.checkpoint.name]
@@ -298,10 +435,14 @@ def _cautions(done, best, used, warnings, class_counts, ranking) -> list[str]:
                         f"scores are noisy")
     # TMI's per-checkpoint flags say its floor counts d, not that it cannot discriminate:
     # they are summed up once below (tmi_floor_caution).
+    constant = [REGISTRY[name].label for name, where in warnings.items() if "*" in where]
+    if constant:
+        cautions.append("cannot discriminate here: " + ", ".join(constant))
     flagged = [REGISTRY[name].label for name, where in warnings.items()
-               if "*" in where or (name != "tmi" and best.checkpoint.name in where)]
+               if "*" not in where and name != "tmi" and best.checkpoint.name in where]
     if flagged:
-        cautions.append("cannot discriminate here: " + ", ".join(flagged))
+        cautions.append(f"{', '.join(flagged)} cannot be estimated for "
+                        f"{best.checkpoint.name} here, so they do not vote for it")
     floor = tmi_floor_caution(done)
     if floor:
         cautions.append(floor)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -75,22 +77,70 @@ def enqueue_transfer(transfer_id: int) -> None:
             message=f"the task queue could not be reached: {exc}")
 
 
-def suggest_pair(evaluation: Evaluation, rows, student: str | None = None) -> dict | None:
-    """{"teacher", "student", "positive_flips"}: as student ``student`` (the page passes the
-    recommended checkpoint) or else the top-ranked one, and as teacher the checkpoint with the
-    most positive flips over it; None without complementarity."""
+# A realised share of the teacher's flips is read from the site's finished transfers once
+# there are this many; before that a suggestion needs a teacher more accurate than the student.
+GAIN_HISTORY = 3
+
+
+def realised_share(variant: str = Transfer.Variant.SUPERVISED) -> tuple[float | None, int]:
+    """(median over the site's finished transfers of this variant of delta accuracy / the
+    teacher's positive flips over the student before, how many); (None, n) below
+    :data:`GAIN_HISTORY`. What a transfer has kept of the knowledge it was offered here."""
+    shares = []
+    for delta, flips in (Transfer.objects.filter(status=Status.DONE, variant=variant)
+                         .values_list("delta", "flips_before")):
+        offered = (flips or {}).get("negative")
+        if delta and offered and delta.get("delta_accuracy") is not None:
+            shares.append(delta["delta_accuracy"] / offered)
+    if len(shares) < GAIN_HISTORY:
+        return None, len(shares)
+    return float(np.median(shares)), len(shares)
+
+
+def suggest_pair(evaluation: Evaluation, rows, student: str | None = None,
+                 variant: str = Transfer.Variant.SUPERVISED) -> dict | None:
+    """The transfer the page proposes, or None when none is expected to help.
+
+    Student: ``student`` (the page passes the recommended checkpoint), else the top-ranked.
+    Teacher: the checkpoint with the most positive flips over it (the knowledge it lacks).
+    Expected gain: the site's realised share of such flips (:func:`realised_share`) times
+    these flips; no suggestion when it is not positive. Before the site has measured
+    :data:`GAIN_HISTORY` transfers the gain is not estimated: only a teacher more accurate
+    than the student is proposed, with the flips as the ceiling of the gain.
+
+    Returns {"teacher", "student", "positive_flips", "expected_gain" (points or None),
+    "basis"}.
+    """
     report = evaluation.complementarity
     ranked = [r for r in rows if r.rank is not None]
     if not report or not (ranked or student):
         return None
     if student is None:
         student = min(ranked, key=lambda r: r.rank).checkpoint.name
-    candidates = [p for p in report["pairs"] if p["b"] == student]
+    candidates = [p for p in report["pairs"] if p["b"] == student and p["positive_flips"] > 0]
     if not candidates:
         return None
+    share, measured = realised_share(variant)
+    if share is None:
+        stronger = [p for p in candidates if p["positive_flips"] > p["negative_flips"]]
+        if not stronger:
+            return None
+        best = max(stronger, key=lambda p: p["positive_flips"])
+        return {"teacher": best["a"], "student": student,
+                "positive_flips": best["positive_flips"], "expected_gain": None,
+                "basis": f"not estimated yet: {measured} of the {GAIN_HISTORY} measured "
+                         f"transfers it needs; the teacher is "
+                         f"{best['positive_flips'] - best['negative_flips']:.1f} points more "
+                         f"accurate, and at most {best['positive_flips']:.1f} points can be "
+                         f"gained"}
     best = max(candidates, key=lambda p: p["positive_flips"])
-    return {"teacher": best["a"], "student": student,
-            "positive_flips": best["positive_flips"]}
+    gain = share * best["positive_flips"]
+    if gain <= 0:
+        return None
+    return {"teacher": best["a"], "student": student, "positive_flips": best["positive_flips"],
+            "expected_gain": gain,
+            "basis": f"{100 * share:.0f} % of the flips on offer, the median kept by the "
+                     f"{measured} transfers measured on this site"}
 
 
 def transfer_payload(transfer: Transfer, request=None) -> dict:

@@ -9,9 +9,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Count
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from config.middleware import no_nonce, nonce_scripts
@@ -19,19 +21,21 @@ from workers import caches
 from zoo.models import Checkpoint
 
 from . import charts
+from .api.cancellation import UNFINISHED, cancel_evaluation, delete_evaluation
 from .api.serializers import evaluation_payload
 from .comparison import MAX_COMPARED, CompareError, compare, parse_ids
 from .datasets import (TINY_CLASS_IMAGES, ArchiveError, accept_upload, archive_limits,
                        dataset_warnings, ensure_statistics, ingest_policy)
 from .images import ImageNotFound, dataset_files, image_path, thumbnail_png
 from .forms import DatasetUploadForm, EvaluationForm
+from .leakage import leaked_checkpoints
 from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset, Transfer
 from .metrics import REGISTRY
 from .pairs import (PRE_LOGITS, direction_summary, find_pair, flip_examples, pair_rows,
                     sample_correctness)
 from .predictors import predictor_report
-from .recommendation import consensus_ranks, metric_warnings, recommend
-from .results import approximation_notes, lead_of, metric_columns, ranked_rows
+from .recommendation import recommend
+from .results import approximation_notes, lead_of, metric_columns, rank_choices, ranked_rows
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 from .transfers import submit_transfer, suggest_pair
 from .verification import REFERENCES, estimate_minutes, submit_truth, truth_payload
@@ -43,9 +47,9 @@ def dashboard(request):
     evaluations = Evaluation.objects.filter(owner=request.user)
     return render(request, "transferability/dashboard.html", {
         "datasets": datasets[:20],
-        # Results prefetched: each row's checkpoint count and progress read them.
-        "evaluations": evaluations.select_related("dataset").defer("complementarity")
-                                  .prefetch_related("results")[:20],
+        # Results prefetched: each row's checkpoint count, progress and questions read them.
+        "evaluations": with_questions(evaluations.select_related("dataset")
+                                      .defer("complementarity").prefetch_related("results")[:20]),
         "dataset_count": datasets.count(),
         "evaluation_count": evaluations.count(),
         "zoo_size": Checkpoint.objects.visible_to(request.user).count(),
@@ -89,7 +93,7 @@ def dataset_detail(request, pk):
     dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
     if not dataset.is_ready:
         return render(request, "transferability/dataset_ingest.html", {"dataset": dataset})
-    form = EvaluationForm(request.POST or None, user=request.user)
+    form = EvaluationForm(request.POST or None, user=request.user, dataset=dataset)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -108,6 +112,7 @@ def dataset_detail(request, pk):
     page = Paginator(classes, GRID_CLASSES_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "transferability/dataset_detail.html", {
         "dataset": dataset, "form": form, "classes": classes,
+        "delete_question": dataset_delete_question(dataset),
         "evaluations": dataset.evaluations.defer("complementarity")
                               .prefetch_related("results")[:20],
         "stats": stats, "warnings": dataset_warnings(dataset, stats), "twins": list(twins),
@@ -245,36 +250,43 @@ def evaluation_transfer(request, pk):
 def evaluation_detail(request, pk):
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
                                    pk=pk, owner=request.user)
-    rows = ranked_rows(evaluation)
+    rank_by = request.GET.get("rank") or None
+    rows = ranked_rows(evaluation, rank_by=rank_by)
+    choices = rank_choices(rows)
+    rank_by = rank_by if rank_by in choices else None
     columns = metric_columns(rows)
     if not evaluation.is_finished:
         # Every column the evaluation will fill, so that scores can appear as they come.
         columns = [spec for name, spec in REGISTRY.items()
                    if name in (evaluation.metrics or REGISTRY) or spec in columns]
-    lead = lead_of(rows)
+    lead = lead_of(rows)  # what ranks the table: the lead, or the predictor picked
+    evidence_lead = rows.evidence_lead
     ranking = lead.chart_metric if lead else None
     chart_spec = REGISTRY[ranking] if ranking else None
     notes = approximation_notes(rows)
     truth = truth_payload(evaluation, rows)
     class_counts = evaluation.dataset.class_counts
-    warnings = metric_warnings(rows, class_counts)
-    consensus, consensus_metrics = consensus_ranks(rows, warnings)
-    recommendation = recommend(rows, class_counts, truth, ranking, lead=lead)
+    warnings, consensus, consensus_metrics = (rows.warnings, rows.consensus,
+                                              rows.consensus_metrics)
+    leakage = leaked_checkpoints(evaluation)  # trained on these images
+    recommendation = recommend(rows, class_counts, truth, lead=evidence_lead, leakage=leakage)
     report_names = (evaluation.complementarity or {}).get("names", [])
     ids_by_name = {r.checkpoint.name: r.checkpoint.pk for r in rows
                    if r.checkpoint.name in report_names}
     pair_base = reverse("evaluation-pair", args=[evaluation.pk, 0, 0]).removesuffix("0/0/")
     context = {
         "evaluation": evaluation, "rows": rows, "columns": columns,
+        "leakage": leakage,
         "set_columns": [s for s in columns if s.relative_to_set],
         "notes": notes, "noted": {spec.name for spec, _ in notes},
         "failed_count": sum(r.result.status == Status.FAILED for r in rows),
         "stalled_count": 0 if evaluation.is_finished else stalled_results(evaluation).count(),
         "rank_label": lead.label if lead else "",
-        "lead": lead,
+        "lead": lead, "evidence_lead": evidence_lead,
+        "rank_by": rank_by or "", "rank_choices": choices,
         # Headers may wrap between words but not at a hyphen ("H-" / "score").
         "column_labels": {s.name: s.label.replace("-", "\u2011") for s in columns},
-        **_evaluation_charts(evaluation, rows, columns, chart_spec, truth),
+        **_evaluation_charts(evaluation, rows, columns, chart_spec, truth, rank_by),
         "pairs": _linked(pair_rows(evaluation.complementarity, ids_by_name), pair_base),
         "pair_total": len(report_names) * (len(report_names) - 1),
         "pair_models": len(report_names),
@@ -288,6 +300,9 @@ def evaluation_detail(request, pk):
         "recommendation": recommendation,
         "confidence": recommendation.confidence if recommendation else {},
         **_verify_budget(evaluation, rows),
+        **evaluation_questions(evaluation, list(evaluation.results.all()),
+                               GroundTruth.objects.filter(evaluation=evaluation).exists(),
+                               evaluation.transfers.count()),
         "consensus": consensus,
         "consensus_metrics": consensus_metrics,
         "warnings": warnings,
@@ -326,7 +341,8 @@ def _verify_budget(evaluation, rows) -> dict:
 CHARTS_CACHE_SECONDS = 24 * 3600
 
 
-def _evaluation_charts(evaluation, rows, columns, chart_spec, truth) -> dict[str, str]:
+def _evaluation_charts(evaluation, rows, columns, chart_spec, truth,
+                       rank_by=None) -> dict[str, str]:
     """The evaluation page's charts of scores, cost, agreement, probe and flips.
 
     A finished evaluation's charts change only when it finishes again (a retry) or its
@@ -350,7 +366,7 @@ def _evaluation_charts(evaluation, rows, columns, chart_spec, truth) -> dict[str
         return draw()
     state = (evaluation.created_at.isoformat(), evaluation.status,
              evaluation.finished_at.isoformat() if evaluation.finished_at else "", truth and truth["status"], truth and str(truth["finished_at"]),
-             [r.checkpoint.name for r in rows])
+             [r.checkpoint.name for r in rows], rank_by, chart_spec and chart_spec.name)
     key = "evaluation-charts:" + hashlib.sha256(
         f"{evaluation.pk}|{state}".encode()).hexdigest()[:32]
     drawn = cache.get(key)
@@ -418,29 +434,60 @@ def _chart_specs(columns, ranking_spec) -> list:
 
 @login_required
 def evaluation_export(request, pk, fmt):
+    """The ranking as CSV or JSON, with the answer: ``rank`` by ``ranked_by`` (the lead, or
+    the predictor of ``?rank=``), the consensus rank, the true accuracy (mean and standard
+    error) where measured, and the recommendation with its basis and cautions."""
     if fmt not in ("csv", "json"):
         raise Http404("exports are CSV or JSON")
-    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
-    rows = ranked_rows(evaluation)
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"),
+                                   pk=pk, owner=request.user)
+    rows = ranked_rows(evaluation, rank_by=request.GET.get("rank") or None)
     filename = f"evaluation-{evaluation.pk}.{fmt}"
+    payload = evaluation_payload(evaluation, rows)
     if fmt == "json":
-        body = json.dumps(evaluation_payload(evaluation, rows), cls=DjangoJSONEncoder, indent=2)
+        body = json.dumps(payload, cls=DjangoJSONEncoder, indent=2)
         response = HttpResponse(body, content_type="application/json")
     else:
         columns = metric_columns(rows)
+        answer = payload["recommendation"] or {}
+        ranked_by = (payload["ranked_by"] or {}).get("label", "")
         response = HttpResponse(content_type="text/csv")
         writer = csv.writer(response)
-        writer.writerow(["rank", "checkpoint", "architecture", "feature_dim", "param_count",
-                         "source_top1", "status"] + [s.name for s in columns] + ["notes"])
-        for row in rows:
-            writer.writerow([row.rank or "", row.checkpoint.name, row.checkpoint.architecture,
-                             row.result.feature_dim or "", row.checkpoint.param_count or "",
-                             row.checkpoint.source_top1 if row.checkpoint.source_top1 is not None
-                             else "", row.result.status]
-                            + [_cell(row.scores.get(s.name)) for s in columns]
-                            + [_csv_notes(row, columns)])
+        writer.writerow(["rank", "ranked_by", "checkpoint", "consensus_rank",
+                         "true_accuracy", "true_accuracy_se", "recommended", "architecture",
+                         "feature_dim", "param_count", "source_top1", "status"]
+                        + [s.name for s in columns]
+                        + ["flagged", "notes", "recommendation", "cautions"])
+        for row, result in zip(rows, payload["results"]):
+            truth = result["true_accuracy"] or {}
+            chosen = row.checkpoint.name == answer.get("checkpoint")
+            writer.writerow(
+                [row.rank or "", ranked_by, _text(row.checkpoint.name),
+                 result["consensus_rank"] or "", _cell(truth.get("mean")),
+                 _cell(truth.get("standard_error")), "yes" if chosen else "",
+                 _text(row.checkpoint.architecture), row.result.feature_dim or "",
+                 row.checkpoint.param_count or "",
+                 row.checkpoint.source_top1 if row.checkpoint.source_top1 is not None else "",
+                 row.result.status]
+                + [_cell(row.scores.get(s.name)) for s in columns]
+                + ["; ".join(result["flagged"]), _text(_csv_notes(row, columns)),
+                   _text(_answer_text(answer)) if chosen else "",
+                   _text(" | ".join(answer.get("cautions", []))) if chosen else ""])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting with = + - @ (a formula to
+    Excel and LibreOffice) gets a leading apostrophe."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _answer_text(answer: dict) -> str:
+    """"Take X: basis; margin; confidence" as the page says it."""
+    parts = [answer["basis"], answer.get("margin"), answer.get("truth_note"),
+             answer.get("confidence")]
+    return f"Take {answer['checkpoint']}: " + "; ".join(p for p in parts if p)
 
 
 def _cell(value):
@@ -576,6 +623,149 @@ def evaluation_compare(request):
     elif len(ids) > MAX_COMPARED:
         context["problem"] = f"Compare at most {MAX_COMPARED} evaluations at once."
     else:
-        context["comparison"] = compare([evaluations[pk] for pk in ids])
+        context["comparison"] = compare([evaluations[pk] for pk in ids],
+                                        rank_by=request.GET.get("rank") or None)
     context["ids"] = ids
     return render(request, "transferability/evaluation_compare.html", context)
+
+
+# Cancelling, deleting and re-running an evaluation ---------------------------------------------
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' if count != 1 else ''}"
+
+
+def _listed(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
+
+
+def evaluation_questions(evaluation, results, has_truth: bool, transfers: int) -> dict:
+    """The confirmations of an evaluation's Cancel and Delete buttons, naming what goes.
+
+    ``results`` are its result rows. Deleting cascades to its results and their scores, its
+    ground truth and its transfers; a distilled checkpoint outlives its transfer (the
+    transfer's link to it is all that goes), so it is kept.
+    """
+    name = f"evaluation {evaluation.pk} of dataset '{evaluation.dataset.name}'"
+    parts = [f"its {_counted(len(results), 'result')}"]
+    if has_truth:
+        parts.append("its ground truth")
+    if transfers:
+        parts.append(_counted(transfers, "transfer"))
+    delete = f"Delete {name} with {_listed(parts)}?"
+    if not evaluation.is_finished:
+        delete += " It is cancelled first."
+    if transfers:
+        delete += " Distilled checkpoints are kept."
+    unfinished = sum(r.status in UNFINISHED for r in results)
+    finished = len(results) - unfinished
+    if unfinished:
+        cancel = (f"Cancel {name}? Its {_counted(unfinished, 'unfinished checkpoint')} "
+                  f"{'stops and is' if unfinished == 1 else 'stop and are'} marked failed")
+        if finished:
+            cancel += (f"; {_counted(finished, 'finished checkpoint')} "
+                       f"{'keeps its' if finished == 1 else 'keep their'} scores")
+        cancel += ". Retry resumes the stopped ones."
+    else:
+        cancel = f"Cancel {name}? Its checkpoints are scored; its last step is stopped."
+    return {"delete_question": delete, "cancel_question": cancel}
+
+
+def with_questions(evaluations) -> list:
+    """The evaluations (results prefetched), each with its ``delete_question`` and
+    ``cancel_question``: two queries for all of them."""
+    evaluations = list(evaluations)
+    ids = [e.pk for e in evaluations]
+    truths = set(GroundTruth.objects.filter(evaluation__in=ids)
+                 .values_list("evaluation_id", flat=True))
+    transfers = dict(Transfer.objects.filter(evaluation__in=ids).values("evaluation_id")
+                     .annotate(n=Count("pk")).values_list("evaluation_id", "n"))
+    for e in evaluations:
+        questions = evaluation_questions(e, list(e.results.all()), e.pk in truths,
+                                         transfers.get(e.pk, 0))
+        e.delete_question, e.cancel_question = (questions["delete_question"],
+                                                questions["cancel_question"])
+    return evaluations
+
+
+def dataset_delete_question(dataset) -> str:
+    """The dataset's Delete confirmation: deleting it deletes its images and its
+    evaluations with all of theirs; distilled checkpoints are kept."""
+    evaluations = dataset.evaluations.count()
+    question = (f"Delete dataset '{dataset.name}' with its {_counted(dataset.num_images, 'image')}"
+                f" and {_counted(evaluations, 'evaluation')}")
+    if evaluations:
+        question += " (their results, ground truths and transfers)"
+    question += "?"
+    if Transfer.objects.filter(evaluation__dataset=dataset).exists():
+        question += " Distilled checkpoints are kept."
+    return question
+
+
+def _back(request, fallback):
+    """To the page the form names in ``next`` (the dashboard), else to ``fallback``."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return redirect(target)
+    return redirect(fallback)
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request, pk):
+    evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    try:
+        count = cancel_evaluation(evaluation)
+    except SubmissionError as exc:
+        messages.error(request, f"Evaluation {pk} not cancelled: {exc}.")
+    else:
+        messages.success(request, f"Evaluation {pk} cancelled: "
+                                  f"{_counted(count, 'unfinished checkpoint')} stopped; Retry "
+                                  f"resumes them.")
+    return _back(request, evaluation)
+
+
+@login_required
+@require_POST
+def evaluation_delete(request, pk):
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"), pk=pk,
+                                   owner=request.user)
+    try:
+        delete_evaluation(evaluation)
+    except SubmissionError as exc:
+        messages.error(request, f"Evaluation {pk} not deleted: {exc}.")
+        return _back(request, evaluation)
+    messages.success(request, f"Evaluation {pk} of dataset {evaluation.dataset.name} deleted.")
+    return redirect("dashboard")
+
+
+@login_required
+@require_POST
+def evaluation_rerun(request, pk):
+    """A new evaluation of the same dataset with the same checkpoints, metrics and options;
+    checkpoints since disabled or no longer visible are left out, and the message says so."""
+    evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"), pk=pk,
+                                   owner=request.user)
+    checkpoints = list(Checkpoint.objects.filter(results__evaluation=evaluation).order_by("name"))
+    visible = set(Checkpoint.objects.visible_to(request.user)
+                  .filter(pk__in=[c.pk for c in checkpoints]).values_list("pk", flat=True))
+    left_out = [f"{c.name} ({'no longer in your zoo' if c.pk not in visible else 'disabled'})"
+                for c in checkpoints if c.pk not in visible or not c.enabled]
+    kept = [c for c in checkpoints if c.pk in visible and c.enabled]
+    left_out_note = f" Left out: {', '.join(left_out)}." if left_out else ""
+    try:
+        if not kept:
+            raise SubmissionError("none of its checkpoints can be evaluated now")
+        new = submit_evaluation(request.user, evaluation.dataset, kept,
+                                metrics=evaluation.metrics,
+                                correctness_source=evaluation.correctness_source,
+                                score_stages=evaluation.score_stages)
+    except SubmissionError as exc:
+        messages.error(request, f"Evaluation {pk} not re-run: {exc}.{left_out_note}")
+        return _back(request, evaluation)
+    messages.success(request, f"Evaluation {new.pk} re-runs evaluation {pk} with "
+                              f"{len(kept)} of its {_counted(len(checkpoints), 'checkpoint')}."
+                              f"{left_out_note}")
+    return redirect(new)

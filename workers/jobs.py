@@ -239,7 +239,13 @@ def score_features(result: CheckpointResult, features: Features) -> None:
                              source_probs=source_probs, device=panel_device, after_each=beat)
         return [_row(score, layer) for score in scores]
 
-    rows = panel(PRE_LOGITS, specs)
+    # The cheap answer first: the transferability metrics are stored (and shown) as soon
+    # as they are computed; the baselines (the linear probe and k-NN fit classifiers, most
+    # of an evaluation's time) follow, then the resamples and the stages.
+    rows = panel(PRE_LOGITS, [s for s in specs if s.kind != "baseline"])
+    _store(result, rows)
+    rows += panel(PRE_LOGITS, [s for s in specs if s.kind == "baseline"])
+    _store(result, rows)
     # The lead and the consensus's metrics on resampled images: how sure the ranking is
     # (P(first), rank intervals). The forms of TMI are resampled only when one leads.
     from transferability.predictors import lead_members
@@ -268,14 +274,22 @@ def score_features(result: CheckpointResult, features: Features) -> None:
                 log.info("no probe correctness for %s: %s", result.checkpoint, exc)
             else:
                 caches.features.save(features.key, PROBE_CORRECT, correct)
+    _store(result, rows, best_stage=best_stage)
+
+
+def _store(result: CheckpointResult, rows: list[MetricScore], **fields) -> None:
+    """Replace the result's scores with ``rows`` in one transaction (readers see the old
+    set or the new one, never a half)."""
     with transaction.atomic():
         # Two runs of one task at once (a duplicate delivery) take turns here.
         CheckpointResult.objects.select_for_update().filter(pk=result.pk).first()
         MetricScore.objects.filter(result=result).delete()
         for row in rows:
+            row.pk = None
             row.result = result
         MetricScore.objects.bulk_create(rows)
-        CheckpointResult.objects.filter(pk=result.pk).update(best_stage=best_stage)
+        if fields:
+            CheckpointResult.objects.filter(pk=result.pk).update(**fields)
 
 
 def _row(score: PanelScore, layer: str) -> MetricScore:

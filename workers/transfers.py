@@ -3,7 +3,9 @@
 The split is the ground truth's (``truth_split``, 30 % held out, seed 0), so a transfer's
 numbers sit beside the true accuracies of the same evaluation. The distilled student is
 saved as a new local checkpoint whose recipe records its lineage. It is made from the
-evaluation owner's data, so it is theirs: other users neither see nor evaluate it.
+evaluation owner's data, so it is theirs: other users neither see nor evaluate it. Its
+lineage names the datasets it was trained on, so that evaluating it on them again (target
+leakage) is left out by default and flagged when asked for (``transferability.leakage``).
 """
 
 import logging
@@ -16,6 +18,7 @@ from safetensors.torch import save_file
 
 from transferability.distillation import TransferRecipe, kl_dp_transfer
 from transferability.ground_truth import truth_split
+from transferability.leakage import trained_on_entries
 from transferability.models import Status, Transfer
 from zoo.loading import build_model
 from zoo.models import Checkpoint
@@ -115,10 +118,15 @@ def save_distilled(transfer: Transfer, model, report: dict) -> Checkpoint:
         feature_dim=student.feature_dim,
         param_count=sum(p.numel() for p in model.parameters()),
         source_dataset=dataset.name[:120],
-        source_top1=round(report["delta"]["accuracy_after"], 2),
+        # No source top-1: its head is the target's, and its accuracy there is in the lineage.
+        source_top1=None,
         recipe={"lineage": {"method": f"KL+DP ({transfer.variant})", "teacher": teacher.name,
                             "student": student.name, "dataset": dataset.name,
-                            "dataset_hash": dataset.content_hash,
-                            "evaluation": transfer.evaluation_id, "transfer": transfer.pk},
+                            "dataset_id": dataset.pk, "dataset_hash": dataset.content_hash,
+                            "evaluation": transfer.evaluation_id, "transfer": transfer.pk,
+                            # Held-out (truth_split) accuracy on the dataset it was made on, %.
+                            "target_top1": round(report["delta"]["accuracy_after"], 2),
+                            # What evaluations leave out by default (transferability.leakage).
+                            "trained_on": trained_on_entries(dataset, student, teacher)},
                 "recipe": report["recipe"]},
     )

@@ -100,6 +100,56 @@ class Checkpoint(models.Model):
     def has_source_head(self) -> bool:
         return self.num_classes > 0
 
+    @property
+    def lineage(self) -> dict:
+        """How a distilled checkpoint was made (``workers.transfers.save_distilled``); {}
+        for the others."""
+        lineage = self.recipe.get("lineage") if isinstance(self.recipe, dict) else None
+        return lineage if isinstance(lineage, dict) else {}
+
+    @property
+    def target_top1(self) -> float | None:
+        """A distilled checkpoint's held-out accuracy on the dataset it was distilled on, %:
+        a target accuracy, never a source one."""
+        return self.lineage.get("target_top1")
+
+    @property
+    def trained_on_datasets(self) -> list[dict]:
+        """The target datasets these weights were trained on, each {"id", "name",
+        "content_hash"} (and "via": the parent checkpoint it came through); [] for the
+        shared zoo. A lineage from before ``trained_on`` names one dataset by name and hash;
+        its id is read through the lineage's evaluation."""
+        lineage = self.lineage
+        if isinstance(lineage.get("trained_on"), list):
+            return [entry for entry in lineage["trained_on"] if isinstance(entry, dict)]
+        entry = {"id": lineage.get("dataset_id"), "name": lineage.get("dataset", ""),
+                 "content_hash": lineage.get("dataset_hash", "")}
+        if entry["id"] is None and lineage.get("evaluation"):
+            from django.apps import apps
+
+            found = (apps.get_model("transferability", "Evaluation").objects
+                     .filter(pk=lineage["evaluation"])
+                     .values_list("dataset_id", "dataset__name", "dataset__content_hash")
+                     .first())
+            if found:
+                entry["id"] = found[0]
+                entry["name"] = entry["name"] or found[1]
+                entry["content_hash"] = entry["content_hash"] or found[2]
+        return [entry] if entry["id"] is not None or entry["content_hash"] else []
+
+    @property
+    def trained_on_hashes(self) -> set[str]:
+        return {e["content_hash"] for e in self.trained_on_datasets if e.get("content_hash")}
+
+    def trained_on(self, dataset) -> dict | None:
+        """The lineage's entry for ``dataset`` (the same images: the same content hash, or
+        the same row where the lineage has no hash); None when these weights never saw it."""
+        for entry in self.trained_on_datasets:
+            if (entry["content_hash"] == dataset.content_hash if entry.get("content_hash")
+                    else entry.get("id") == dataset.pk):
+                return entry
+        return None
+
     def data_config(self) -> dict:
         """Keyword arguments for ``timm.data.create_transform`` (evaluation transforms)."""
         return {

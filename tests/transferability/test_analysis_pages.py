@@ -360,13 +360,15 @@ def test_it_compares_two_evaluations_of_one_dataset(alice, owner, tmp_path):
     html = page(response)
     assert response.status_code == 200
     assert 'id="same-dataset"' in html and 'id="datasets-differ"' not in html
-    rows = re.findall(r'<tr>\s*<td class="nowrap"><a href="/zoo/\d+/">([^<]+)</a></td>(.*?)</tr>',
-                      html, re.S)
+    rows = re.findall(r'<tr>\s*<td class="nowrap sticky-name"><a href="/zoo/\d+/">([^<]+)</a>'
+                      r'</td>(.*?)</tr>', html, re.S)
     assert [name for name, _ in rows] == ["zeta-net", "alpha-net", "mid-net"]  # by mean rank
     alpha = dict(rows)["alpha-net"]
     chips = re.findall(r'class="rank-chip">(\d)/3<', alpha)
-    assert chips == ["3", "3", "1", "3"]  # TMI and probe ranks in each evaluation
+    assert chips == ["3", "3", "1", "3"]  # the lead's and the probe's ranks in each
     assert ">1.25 <" in alpha and ">9 <" in alpha and ">50.0 <" in alpha
+    # The lead (TMI in this module) ranks each side.
+    assert "<th title=\"rank among the evaluation's checkpoints, after the score\">TMI</th>" in html
     agreement = re.search(r'<table id="ranking-agreement".*?</table>', html, re.S).group(0)
     assert f"{first.pk} and {second.pk}" in agreement
 

@@ -432,12 +432,12 @@ def test_it_marks_scores_relative_to_the_set_and_approximated_ones(alice, owner)
     html = page(alice.get(evaluation.get_absolute_url()))
 
     ranking = table(html, "ranking")
-    header = re.search(r'<th class="metric relative-to-set[^"]*" data-metric="ncti" title="([^"]+)">(.*?)</th>',
+    header = re.search(r'<th class="metric relative-to-set[^"]*" data-metric="ncti"[^>]*? title="([^"]+)">(.*?)</th>',
                        ranking)
     assert header, "NCTI's header is marked as relative to the set"
     assert "relative to this set of checkpoints" in header.group(1)
     assert header.group(2).startswith("NCTI&nbsp;↑") and "†" in header.group(2)
-    knn_header = re.search(r'<th class="metric[^"]*" data-metric="knn_accuracy" title="[^"]*">k‑NN accuracy(.*?)</th>',
+    knn_header = re.search(r'<th class="metric[^"]*" data-metric="knn_accuracy"[^>]*? title="[^"]*">k‑NN accuracy(.*?)</th>',
                            ranking)
     assert knn_header and "*" in knn_header.group(1) and "†" not in knn_header.group(1)
     assert ranking.count(f'title="{KNN_NOTE}"') == 3  # each k-NN cell says how
@@ -672,7 +672,7 @@ def test_it_answers_first_with_a_recommendation_and_its_evidence(alice, owner):
     ranking = table(html, "ranking")
     assert 'class="sortable compact"' in ranking and 'id="metric-choice"' in html
     assert re.findall(r'<td data-metric="tmi"[^>]*class="score extra"', ranking)
-    links = re.findall(r'<td><a href="/zoo/(\d+)/">([^<]+)</a></td>', ranking)
+    links = re.findall(r'<td class="sticky-name"><a href="/zoo/(\d+)/">([^<]+)</a>', ranking)
     assert [name for _, name in links] == RANKED
 
 

@@ -76,9 +76,125 @@ def test_measured_truth_decides_the_recommendation():
     rows = ranked([row("a", {"tmi": 3}), row("b", {"tmi": 1})])
     rec = recommend(rows, [300, 300], truth={"accuracy": {"a": 80.0, "b": 91.5}})
     assert rec.checkpoint.name == "b"
-    assert rec.basis == "best true accuracy (91.5 %)" and rec.margin == "11.5 points above a"
+    assert rec.basis == "best true accuracy, 91.5 %" and rec.margin == "11.5 points above a"
 
 
 @pytest.mark.parametrize("status", ["failed", "running"])
 def test_nothing_finished_nothing_recommended(status):
     assert recommend([row("a", {}, status=status)], [10, 10]) is None
+
+
+def voted(rows, class_counts):
+    """Ranks, then the flags and votes as results.ranked_rows sets them."""
+    from transferability.recommendation import flag_votes
+
+    ranked(rows)
+    return flag_votes(rows, class_counts)
+
+
+def test_a_metric_flagged_for_a_checkpoint_does_not_vote_for_it():
+    # "wide" (d = 512 >= the 30 images of the smallest class) is first by the three
+    # covariance metrics, whose values saturate for it; LogME and LEEP put "narrow" first.
+    rows = [row("wide", {"hscore": 9, "gbc": 9, "sfda": 9, "logme": 1, "leep": 1}, d=512),
+            row("narrow", {"hscore": 5, "gbc": 5, "sfda": 5, "logme": 3, "leep": 3}, d=8),
+            row("mid", {"hscore": 4, "gbc": 4, "sfda": 4, "logme": 2, "leep": 2}, d=8)]
+    warnings = voted(rows, [40, 30])
+    assert rows[0].flagged == {"hscore", "gbc", "sfda"}
+    assert rows[1].vote_ranks["hscore"] == 1  # ranked among those it can judge
+    consensus, used = consensus_ranks(rows, warnings)
+    assert consensus["narrow"] == 1 and consensus["wide"] == 3
+    rec = recommend(rows, [40, 30])
+    assert rec.checkpoint.name == "narrow"
+    wide = recommend([rows[0]] + rows[1:], [40, 30])
+    assert wide.checkpoint.name == "narrow"
+    assert rec.first_by == 5 and rec.metrics_used == 5  # every metric that can judge it
+    assert recommend(rows, [40, 30]).first_by == 5
+    assert sum(1 for m in ("hscore", "gbc", "sfda") if rows[0].vote_ranks.get(m)) == 0
+
+
+def test_a_lead_consensus_leaves_out_a_member_flagged_for_a_checkpoint():
+    from transferability.predictor_choice import Candidate
+    from transferability.predictors import Lead
+
+    rows = [row("wide", {"hscore": 9, "gbc": 9, "logme": 1}, d=512),
+            row("narrow", {"hscore": 5, "gbc": 5, "logme": 3}, d=8),
+            row("mid", {"hscore": 4, "gbc": 4, "logme": 2}, d=8)]
+    voted(rows, [40, 30])
+    lead = Lead(Candidate(("hscore", "gbc", "logme")), "test", False)
+    scores = lead.scores(rows)
+    assert max(scores, key=scores.get) == "narrow"  # by LogME alone: the others cannot vote
+    rec = recommend(rows, [40, 30], lead=lead)
+    assert rec.checkpoint.name == "narrow"
+    assert "H-score" not in rec.flagged
+
+
+def test_a_tie_is_called_a_tie_and_broken_by_what_separates_them():
+    from transferability.predictor_choice import Candidate
+    from transferability.predictors import Lead
+
+    # "alpha" and "beta" tie by the lead (LogME); the other metrics put beta first.
+    rows = [row("alpha", {"logme": 5, "leep": 1, "nce": 1, "probe_accuracy": 0.70}),
+            row("beta", {"logme": 5, "leep": 3, "nce": 3, "probe_accuracy": 0.84}),
+            row("gamma", {"logme": 1, "leep": 2, "nce": 2, "probe_accuracy": 0.75})]
+    voted(rows, [300, 300])
+    lead = Lead(Candidate(("logme",)), "test", False)
+    rec = recommend(rows, [300, 300], lead=lead)
+    assert rec.checkpoint.name == "beta"  # not the first by name
+    assert rec.tied_with == ["alpha"] and "tied first by LogME with alpha" in rec.basis
+    assert "consensus rank 1 against 2" in rec.separation
+    assert "linear probe 84.0 % against 70.0 %" in rec.separation
+    assert rec.cautions[0].startswith("a tie: beta and alpha are equal by LogME; beta is "
+                                      "taken because consensus rank 1")
+    assert rec.payload()["tied_with"] == ["alpha"]
+
+
+def test_nothing_separates_a_tie_and_it_says_so():
+    from transferability.predictor_choice import Candidate
+    from transferability.predictors import Lead
+
+    rows = [row("b", {"logme": 5}), row("a", {"logme": 5}), row("c", {"logme": 1})]
+    voted(rows, [300, 300])
+    rec = recommend(rows, [300, 300], lead=Lead(Candidate(("logme",)), "test", False))
+    assert rec.tied_with and "nothing else separates them" in rec.cautions[0]
+
+
+def test_a_partial_truth_claims_no_best():
+    from transferability.predictor_choice import Candidate
+    from transferability.predictors import Lead
+
+    rows = [row("a", {"logme": 3}), row("b", {"logme": 2}), row("c", {"logme": 1})]
+    voted(rows, [300, 300])
+    lead = Lead(Candidate(("logme",)), "test", False)
+    truth = {"status": "running", "accuracy": {"b": 90.4, "c": 82.8},
+             "results": [{"checkpoint": n, "status": s} for n, s in
+                         (("a", "pending"), ("b", "done"), ("c", "done"))]}
+    rec = recommend(rows, [300, 300], truth=truth, lead=lead)
+    assert rec.checkpoint.name == "a" and rec.basis.startswith("first by LogME")
+    assert "best true accuracy" not in rec.basis and "points above" not in rec.margin
+    assert rec.truth_note == ("true accuracy: 2 of 3 measured; the highest so far is b at "
+                              "90.4 %, not final until the rest are measured")
+    done = recommend(rows, [300, 300], lead=lead, truth={**truth, "status": "done",
+                                                         "accuracy": {"a": 80.0, "b": 90.4,
+                                                                      "c": 82.8}})
+    assert done.checkpoint.name == "b" and done.basis == "best true accuracy, 90.4 %"
+    assert done.truth_note == ""
+
+
+def test_a_checkpoint_trained_on_this_data_is_passed_over_with_a_caution():
+    from transferability.predictor_choice import Candidate
+    from transferability.predictors import Lead
+
+    rows = [row("student", {"logme": 9}), row("a", {"logme": 3}), row("b", {"logme": 1})]
+    voted(rows, [300, 300])
+    lead = Lead(Candidate(("logme",)), "test", False)
+    leakage = {"student": "distilled on this dataset"}
+    rec = recommend(rows, [300, 300], lead=lead, leakage=leakage)
+    assert rec.checkpoint.name == "a"
+    assert rec.cautions[0] == "left out of this answer: student, trained on this data"
+    assert "1 other checkpoint (student) was trained on this data" in rec.cautions[1]
+    # When every checkpoint leaked, the answer says so about the one it takes.
+    alone = recommend(rows[:1] + [row("x", {"logme": 0})], [300, 300], lead=lead,
+                      leakage={"student": "d", "x": "d"})
+    assert alone.checkpoint.name == "student"
+    assert alone.cautions[0].startswith("student was trained on this data")
+    assert recommend(rows, [300, 300], lead=lead).checkpoint.name == "student"

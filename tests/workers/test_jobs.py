@@ -439,3 +439,29 @@ def test_a_metric_run_on_a_subsample_says_so(owner, dataset, monkeypatch):
     assert knn.value is not None
     tmi = MetricScore.objects.get(metric="tmi").details
     assert "note" not in tmi and set(tmi) == {"diagnostics", "resamples"}
+
+
+def test_the_metrics_are_stored_before_the_baselines_are_fitted(owner, dataset, monkeypatch):
+    """The cheap answer first: when the linear probe starts, the checkpoint's metric scores
+    are already in the database for the page and the API to show."""
+    from dataclasses import replace
+
+    from transferability.metrics import REGISTRY
+
+    seen = {}
+    probe = REGISTRY["probe_accuracy"]
+
+    def observed(features, labels, **kwargs):
+        seen["stored"] = set(MetricScore.objects.values_list("metric", flat=True))
+        return probe.func(features, labels, **kwargs)
+
+    monkeypatch.setitem(REGISTRY, "probe_accuracy", replace(probe, func=observed))
+    evaluation = submit_evaluation(owner, dataset, [saved_checkpoint("ck-cheap")],
+                                   metrics=["tmi", "logme", "probe_accuracy"],
+                                   enqueue_work=False)
+    jobs.run_inline(evaluation.pk)
+
+    assert seen["stored"] == {"tmi", "logme"}
+    assert set(MetricScore.objects.values_list("metric", flat=True)) == {
+        "tmi", "logme", "probe_accuracy"}
+    assert MetricScore.objects.get(metric="probe_accuracy").value is not None

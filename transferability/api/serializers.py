@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from zoo.models import Checkpoint
 
+from ..leakage import leaked_among, leaked_checkpoints
 from ..metrics import REGISTRY
 from ..models import Evaluation, GroundTruth, Status, TargetDataset, Transfer
 from ..results import ranked_rows, relative_to_set
@@ -45,11 +46,14 @@ class CheckpointSerializer(serializers.ModelSerializer):
 @extend_schema_field({
     "oneOf": [{"type": "array", "items": ID_OR_NAME, "minItems": 1},
               {"type": "string", "enum": ["all"]}],
-    "description": 'Checkpoint ids or names, or "all" for every enabled checkpoint.',
+    "description": 'Checkpoint ids or names, or "all" for every enabled checkpoint except '
+                   'those trained on this dataset (or on one with the same content hash): the '
+                   "response's `left_out` names them; give them by name to include them.",
 })
 class CheckpointChoiceField(serializers.Field):
     """A list of checkpoint ids or names, or the string "all" for every enabled one, among
-    the shared zoo and the requesting user's own checkpoints."""
+    the shared zoo and the requesting user's own checkpoints ("all" is an
+    :class:`AllCheckpoints`: the serializer leaves out those trained on the dataset)."""
 
     default_error_messages = {
         "invalid": 'Give a list of checkpoint ids (or names), or "all".',
@@ -61,7 +65,7 @@ class CheckpointChoiceField(serializers.Field):
     def to_internal_value(self, data):
         enabled = Checkpoint.objects.visible_to(self.context["request"].user).filter(enabled=True)
         if data == "all":
-            chosen = list(enabled)
+            chosen = AllCheckpoints(enabled)
             if not chosen:
                 self.fail("empty")
             return chosen
@@ -83,6 +87,10 @@ class CheckpointChoiceField(serializers.Field):
 
     def to_representation(self, value):
         return [c.pk for c in value]
+
+
+class AllCheckpoints(list):
+    """The checkpoints "all" stands for, before those trained on the dataset are left out."""
 
 
 class EvaluationCreateSerializer(serializers.Serializer):
@@ -107,9 +115,26 @@ class EvaluationCreateSerializer(serializers.Serializer):
         except TargetDataset.DoesNotExist:
             raise serializers.ValidationError(f"No dataset {value} of yours.") from None
 
+    def validate(self, data):
+        """"all" leaves out the checkpoints trained on this dataset: ``left_out`` says which
+        and why. Named ones are kept; the evaluation's ``leakage`` warns of them."""
+        data["left_out"] = {}
+        if isinstance(data["checkpoints"], AllCheckpoints):
+            data["left_out"] = leaked_among(data["checkpoints"], data["dataset"])
+            data["checkpoints"] = [c for c in data["checkpoints"]
+                                   if c.name not in data["left_out"]]
+            if not data["checkpoints"]:
+                raise serializers.ValidationError({"checkpoints": [
+                    "Every enabled checkpoint was trained on this dataset; name the ones to "
+                    "evaluate anyway."]})
+        return data
 
-def result_payload(row) -> dict:
+
+def result_payload(row, consensus=None, truth=None) -> dict:
+    """One checkpoint's row; ``consensus`` ({name: rank}) and ``truth`` (the truth payload)
+    add its consensus rank and true accuracy."""
     result, checkpoint = row.result, row.checkpoint
+    accuracy = ((truth or {}).get("accuracy") or {}).get(checkpoint.name)
     return {
         "checkpoint": {"id": checkpoint.pk, "name": checkpoint.name,
                        "architecture": checkpoint.architecture,
@@ -124,8 +149,15 @@ def result_payload(row) -> dict:
         "device": result.device,
         "extraction_seconds": result.extraction_seconds,
         "scoring_seconds": result.scoring_seconds,
-        "rank": row.rank,
+        "rank": row.rank,  # by "ranked_by" (the evaluation's), 1 = best; ties share it
         "lead_score": row.lead_score,
+        # Mean rank over the established metrics that voted for it, ranked again.
+        "consensus_rank": (consensus or {}).get(checkpoint.name),
+        # Metrics flagged for it (their value cannot be estimated here): they do not vote.
+        "flagged": sorted(getattr(row, "flagged", ())),
+        "true_accuracy": None if accuracy is None else {
+            "mean": accuracy,
+            "standard_error": ((truth or {}).get("standard_error") or {}).get(checkpoint.name)},
         # What a metric says of its own value: TMI's share of floored distances.
         "diagnostics": row.diagnostics,
         "scores": row.scores,
@@ -146,8 +178,12 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
 
     url = reverse("api-evaluation-detail", args=[evaluation.pk])
     truth = truth_payload(evaluation, rows)
+    lead = lead_of(rows)  # what ranks the rows (the lead, or a predictor picked)
+    evidence_lead = getattr(rows, "evidence_lead", None) or lead
+    leakage = leaked_checkpoints(evaluation)
     recommendation = recommend(rows, evaluation.dataset.class_counts, truth,
-                               lead=lead_of(rows))
+                               lead=evidence_lead, leakage=leakage)
+    consensus = getattr(rows, "consensus", None)
     return {
         "id": evaluation.pk,
         "url": request.build_absolute_uri(url) if request else url,
@@ -166,12 +202,18 @@ def evaluation_payload(evaluation, rows, request=None) -> dict:
         "duration_seconds": evaluation.duration_seconds,
         # Scores of these metrics are relative to this set of checkpoints.
         "relative_to_set": relative_to_set(evaluation),
-        "results": [result_payload(r) for r in rows],
+        # What "rank" is: the predictor that ranked the rows, and whether it is the lead
+        # chosen by evidence or one picked (?rank=).
+        "ranked_by": {"name": lead.name, "label": lead.label,
+                      "picked": lead is not evidence_lead} if lead else None,
+        "results": [result_payload(r, consensus, truth) for r in rows],
         "complementarity": evaluation.complementarity,
         # True transfer accuracy and each metric's agreement with it, once asked for.
         "truth": truth,
         # The checkpoint to take, by what, how sure (P(first), rank intervals), cautions.
         "recommendation": recommendation.payload() if recommendation else None,
+        # Checkpoints trained on this dataset or its twin: {name: reason}.
+        "leakage": leakage,
     }
 
 
@@ -261,6 +303,20 @@ def _mapping(child, help_text):
     return serializers.DictField(child=child, help_text=help_text)
 
 
+class TrueAccuracySerializer(serializers.Serializer):
+    mean = serializers.FloatField(help_text="Held-out accuracy after transfer, %.")
+    standard_error = serializers.FloatField(allow_null=True,
+                                            help_text="Its binomial standard error, points.")
+
+
+class RankedBySerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="A metric name, 'consensus', or "
+                                           "'consensus:a+b+c' (the lead's members).")
+    label = serializers.CharField()
+    picked = serializers.BooleanField(help_text="Picked with ?rank= rather than the lead "
+                                                "chosen by evidence.")
+
+
 class ResultSerializer(serializers.Serializer):
     """One checkpoint of an evaluation: its progress, scores and ranks."""
 
@@ -274,10 +330,20 @@ class ResultSerializer(serializers.Serializer):
     extraction_seconds = serializers.FloatField(allow_null=True)
     scoring_seconds = serializers.FloatField(allow_null=True)
     rank = serializers.IntegerField(allow_null=True,
-                                    help_text="Rank by the lead predictor (recommendation.lead).")
+                                    help_text="Rank by the evaluation's ranked_by (the lead "
+                                              "predictor unless one was picked); ties share "
+                                              "a rank.")
     lead_score = serializers.FloatField(
         allow_null=True, help_text="The lead predictor's score, higher is better (minus the "
                                    "mean rank when the lead is a consensus).")
+    consensus_rank = serializers.IntegerField(
+        allow_null=True, help_text="Mean rank over the established metrics that vote for it "
+                                   "(not flagged for it), ranked again.")
+    flagged = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Metrics whose value cannot be estimated for this checkpoint here (e.g. d "
+                  "at least the smallest class): they do not vote for it.")
+    true_accuracy = TrueAccuracySerializer(allow_null=True)
     diagnostics = _mapping(serializers.DictField(),
                            "Metric name -> what it says of its own value. TMI: "
                            "floored_share (k-th neighbour distances raised to its floor), "
@@ -381,6 +447,19 @@ class RecommendationSerializer(serializers.Serializer):
     consensus_rank_interval = _mapping(serializers.ListField(child=serializers.IntegerField()),
                                        "The same for the consensus.")
     confidence = serializers.CharField(help_text="In words: 'first in 83 % of 30 resamples'.")
+    tied_with = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Checkpoints tied first with it by its basis; the cautions say how it was "
+                  "taken among them.")
+    separation = serializers.CharField(help_text="What separates the tied: 'consensus rank 1 "
+                                                 "against 4; ...'; empty when nothing does.")
+    truth_note = serializers.CharField(help_text="A ground truth still being measured: 'k of "
+                                                 "n measured; ...'. The answer claims no best "
+                                                 "from it until it is complete.")
+    first_by = serializers.IntegerField(help_text="Metrics that put it first.")
+    metrics_voting = serializers.IntegerField(help_text="Metrics that voted for it.")
+    flagged = serializers.ListField(child=serializers.CharField(),
+                                    help_text="Metrics that cannot be estimated for it here.")
     cautions = serializers.ListField(child=serializers.CharField())
 
 
@@ -407,14 +486,28 @@ class EvaluationSerializer(serializers.Serializer):
     relative_to_set = serializers.ListField(
         child=serializers.CharField(),
         help_text="Metrics whose scores are relative to this set of checkpoints.")
+    ranked_by = RankedBySerializer(allow_null=True, help_text="What 'rank' is.")
     results = ResultSerializer(many=True)
     complementarity = serializers.DictField(allow_null=True)
     truth = TruthSerializer(allow_null=True)
     recommendation = RecommendationSerializer(allow_null=True)
+    leakage = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Checkpoints trained on this dataset, or on one with the same content hash "
+                  "(target leakage), with the reason: their scores here flatter them.")
 
     def to_representation(self, evaluation):
         return evaluation_payload(evaluation, ranked_rows(evaluation),
                                   self.context.get("request"))
+
+
+class EvaluationCreatedSerializer(EvaluationSerializer):
+    """The evaluation just created, and the checkpoints "all" left out."""
+
+    left_out = serializers.DictField(
+        child=serializers.CharField(),
+        help_text='Checkpoints that "all" left out because they were trained on this dataset '
+                  "(or its twin), with the reason; empty when checkpoints were named.")
 
 
 class TransferSerializer(serializers.Serializer):

@@ -18,7 +18,8 @@ from ..verification import submit_truth
 from .cancellation import cancel_evaluation, delete_evaluation
 from .schema import error, invalid
 from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
-                          EvaluationCreateSerializer, EvaluationSerializer,
+                          EvaluationCreateSerializer, EvaluationCreatedSerializer,
+                          EvaluationSerializer,
                           EvaluationSummarySerializer, MetricSerializer, TargetDatasetSerializer,
                           TransferCreateSerializer, TransferSerializer, TruthRequestSerializer,
                           TruthSerializer)
@@ -117,7 +118,7 @@ class EvaluationList(Submissions, generics.ListAPIView):
         return EvaluationSummarySerializer
 
     @extend_schema(request=EvaluationCreateSerializer, responses={
-        202: EvaluationSerializer,
+        202: EvaluationCreatedSerializer,
         400: invalid("Refused: the reason is under the field, or in `detail`."),
     })
     def post(self, request):
@@ -132,7 +133,9 @@ class EvaluationList(Submissions, generics.ListAPIView):
             )
         except SubmissionError as exc:
             return _error(exc)
-        return _accepted(request, evaluation)
+        response = _accepted(request, evaluation)
+        response.data["left_out"] = data["left_out"]  # not in the evaluation: "all" decided
+        return response
 
 
 def _accepted(request, evaluation: Evaluation) -> Response:

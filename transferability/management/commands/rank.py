@@ -9,6 +9,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from transferability.api.serializers import evaluation_payload
 from transferability.datasets import ArchiveError, create_target_dataset
+from transferability.leakage import leaked_among
 from transferability.results import ranked_rows
 from transferability.submission import SubmissionError, submit_evaluation
 from workers.jobs import run_inline
@@ -40,6 +41,11 @@ class Command(BaseCommand):
             dataset = create_target_dataset(user, archive.stem, archive)
         except ArchiveError as exc:
             raise CommandError(f"{archive}: {exc}") from None
+        if not checkpoints:  # the default, like the API's "all": none trained on these images
+            left_out = leaked_among(chosen, dataset)
+            for name, reason in left_out.items():
+                self.stdout.write(f"left out {name}: {reason} (name it to evaluate it anyway)")
+            chosen = [c for c in chosen if c.name not in left_out]
         try:
             evaluation = submit_evaluation(
                 user, dataset, chosen,

@@ -18,7 +18,11 @@
     headers.forEach(function (th, index) {
       th.classList.add("sortable-header");
       th.addEventListener("click", function () {
-        var ascending = th.getAttribute("aria-sort") !== "ascending";
+        // The first click puts the best first: descending where higher is better
+        // (data-first="descending"), ascending elsewhere; the next click reverses.
+        var current = th.getAttribute("aria-sort");
+        var ascending = current ? current !== "ascending"
+                                : th.getAttribute("data-first") !== "descending";
         headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
         th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
         var body = table.tBodies[0];
@@ -132,28 +136,55 @@
     window.location.reload();
   }
 
-  // While the ground truth is measured: its progress, then the page again with the results.
+  // While the ground truth is measured: its bar, "k of n measured", each checkpoint's true
+  // accuracy as it comes, and the answer's partial-truth note; the page again when done
+  // (the answer then rests on the complete truth).
   function watchTruth() {
     var state = document.getElementById("truth-state");
     var evaluation = document.getElementById("evaluation-state");
     if (!state || !evaluation || FINISHED.indexOf(state.dataset.status) >= 0) return;
     pollJSON(evaluation.dataset.api, function (data) {
-      if (!data.truth) return false;
+      var truth = data.truth;
+      if (!truth) return false;
       var bar = document.getElementById("truth-progress");
-      if (bar) bar.value = data.truth.progress;
-      if (FINISHED.indexOf(data.truth.status) < 0) return false;
+      if (bar) bar.value = truth.progress;
+      var accuracy = truth.accuracy || {}, errors = truth.standard_error || {};
+      var count = document.getElementById("truth-count");
+      if (count) count.textContent = Object.keys(accuracy).length + " of " + truth.results.length + " checkpoints measured";
+      var badge = document.getElementById("truth-badge");
+      if (badge) { badge.textContent = statusLabel(truth.status); badge.className = "badge " + truth.status; }
+      Object.keys(accuracy).forEach(function (name) {
+        var row = document.querySelector('#ranking tr[data-checkpoint="' + CSS.escape(name) + '"]');
+        var cell = row && row.querySelector("td.truth-cell");
+        if (!cell || cell.classList.contains("filled")) return;
+        cell.setAttribute("data-sort", accuracy[name]);
+        cell.textContent = accuracy[name].toFixed(1);
+        if (errors[name] !== undefined && errors[name] !== null) {
+          var se = document.createElement("span");
+          se.className = "hint small";
+          se.textContent = " ±" + errors[name].toFixed(1);
+          cell.appendChild(se);
+        }
+        cell.classList.add("filled");
+      });
+      var note = document.getElementById("truth-note");
+      var text = data.recommendation && data.recommendation.truth_note;
+      if (note && text) note.lastChild.textContent = " " + text;
+      if (FINISHED.indexOf(truth.status) < 0) return false;
       reloadAt("truth");
       return true;
     });
   }
 
-  // Transfers in progress: their progress bars, then the page again with the results.
+  // Transfers in progress: their status and bars, then the page again with the results.
   function watchTransfers() {
     document.querySelectorAll("tr[data-transfer]").forEach(function (row) {
       if (FINISHED.indexOf(row.dataset.status) >= 0) return;
       pollJSON(row.dataset.api, function (data) {
         var bar = row.querySelector(".transfer-progress");
         if (bar) bar.value = data.progress;
+        var badge = row.querySelector(".transfer-badge");
+        if (badge) { badge.textContent = statusLabel(data.status); badge.className = "badge " + data.status + " transfer-badge"; }
         if (FINISHED.indexOf(data.status) < 0) return false;
         reloadAt("transfer");
         return true;
@@ -161,20 +192,16 @@
     });
   }
 
-  // The compact ranking: one metric column at a time, or all of them.
+  // The ranking: "Rank by" reloads the page ranked by the predictor picked (the order, the
+  // rank, the column shown, the chart and the exports follow it); "all metrics" shows
+  // every metric column instead of the compact one.
   function rankingControls() {
     var table = document.getElementById("ranking");
-    var choice = document.getElementById("metric-choice");
+    var select = document.getElementById("rank-choice");
     var all = document.getElementById("show-all-metrics");
-    if (!table || !choice) return;
-    function apply() {
-      table.classList.toggle("compact", !(all && all.checked));
-      table.querySelectorAll("[data-metric]").forEach(function (cell) {
-        var metricColumn = choice.querySelector('option[value="' + CSS.escape(cell.dataset.metric) + '"]');
-        if (metricColumn) cell.classList.toggle("extra", cell.dataset.metric !== choice.value);
-      });
-    }
-    choice.addEventListener("change", apply);
+    if (!table) return;
+    if (select) select.addEventListener("change", function () { select.form.submit(); });
+    function apply() { table.classList.toggle("compact", !(all && all.checked)); }
     if (all) all.addEventListener("change", apply);
     apply();
   }
@@ -256,8 +283,19 @@
     });
   }
 
+  // A form with data-confirm="..." is sent only once the person agrees to that question
+  // (the page escapes its text; an inline onsubmit would need its hash in the CSP). One
+  // listener on the document also covers buttons that name their form (form="...").
+  function confirmForms() {
+    document.addEventListener("submit", function (event) {
+      var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+      if (question && !window.confirm(question)) event.preventDefault();
+    });
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   rankingControls();
+  confirmForms();
   window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth,
                     watchTransfers: watchTransfers, makeSortable: makeSortable,
                     pagedTable: pagedTable, pairLinks: pairLinks};
