@@ -22,8 +22,9 @@ from .metrics import REGISTRY
 from .models import GroundTruth, Status
 from .predictor_choice import MIN_DATASETS, Candidate, Choice, DatasetEvidence, choose
 
-__all__ = ["CONSENSUS", "DEFAULT_LEAD_MEMBERS", "picked_lead", "DEFAULT_ORDER", "Lead", "lead_for_rows", "lead_members",
-           "lead_metric_among", "predictor_report", "site_choice", "site_evidence"]
+__all__ = ["CONSENSUS", "DEFAULT_LEAD_MEMBERS", "DEFAULT_ORDER", "Lead", "flag_vote_study",
+           "lead_for_rows", "lead_members", "lead_metric_among", "picked_lead",
+           "predictor_report", "site_choice", "site_evidence"]
 
 # Without enough evidence on the site, the demo study decides (docs/science.md section 8):
 # its predictors in the order of their mean weighted tau over its four targets, and as the
@@ -342,3 +343,41 @@ def _method_label(method: str) -> str:
     if method == "single":
         return "the best single predictor on the other datasets"
     return f"the consensus of the {method.split(':')[1]} best on the other datasets"
+
+
+def flag_vote_study(evaluations=None) -> list[dict]:
+    """Whether leaving flagged values out of the vote helps, per dataset of evidence: the
+    agreement with the truth of the demo study's lead consensus and of the consensus of
+    the established metrics, with flagged values voting and left out, and how many cells
+    were flagged. (The chooser's study scores each predictor as measured; this is the
+    evaluation page's aggregation on top of it.)"""
+    from .predictor_choice import agreement
+    from .recommendation import consensus_ranks
+    from .results import ranked_rows
+
+    out = []
+    for entry in site_evidence():
+        evaluation = entry["evaluation"]
+        if evaluations and evaluation.pk not in evaluations:
+            continue
+        truth = entry["evidence"].truth
+        rows = [r for r in ranked_rows(evaluation, rank=False)
+                if r.result.status == Status.DONE and r.checkpoint.name in truth]
+        lead = Lead(Candidate(DEFAULT_LEAD_MEMBERS), "", False)
+        voted, plain = lead._scores(rows, voting_only=True), lead._scores(rows, False)
+        consensus_voted, _ = consensus_ranks(rows, {})
+        saved = [(r.flagged, r.vote_ranks) for r in rows]
+        for r in rows:
+            r.flagged, r.vote_ranks = set(), dict(r.ranks)
+        consensus_plain, _ = consensus_ranks(rows, {})
+        for r, (flagged, votes) in zip(rows, saved):
+            r.flagged, r.vote_ranks = flagged, votes
+        out.append({
+            "dataset": evaluation.dataset.name, "evaluation": evaluation.pk,
+            "flagged_cells": sum(len(r.flagged & set(ESTABLISHED_METRICS)) for r in rows),
+            "lead_voting": agreement(plain, truth),
+            "lead_left_out": agreement(voted if len(voted) == len(plain) else plain, truth),
+            "consensus_voting": agreement({n: -c for n, c in consensus_plain.items()}, truth),
+            "consensus_left_out": agreement({n: -c for n, c in consensus_voted.items()},
+                                            truth)})
+    return out

@@ -178,3 +178,24 @@ def test_the_page_offers_a_budget_with_its_time_from_measured_fine_tunes(owner, 
     TruthResult.objects.all().delete()
     html = client.get(fresh.get_absolute_url()).content.decode()
     assert "Verify the top 3</button>" in html
+
+
+def test_the_study_says_whether_leaving_flagged_values_out_helps(owner):
+    import io
+
+    from django.core.management import call_command
+
+    from transferability.predictors import flag_vote_study
+
+    # H-score saturates for the wide checkpoints (d >= the 100 images of a class) and puts
+    # the widest first; LogME follows the truth. Left out, the consensus is LogME's order.
+    evaluation_with(owner, "wide", {"logme": [5, 4, 3, 2, 1], "hscore": [2, 1, 3, 4, 5]},
+                    truth=TRUTH)
+    study, = flag_vote_study()
+    assert study["flagged_cells"] == 4  # H-score for ck-b..ck-e (d 128..320)
+    assert study["consensus_left_out"]["weighted_tau"] > study["consensus_voting"][
+        "weighted_tau"]
+    assert study["consensus_left_out"]["top1_relative_accuracy"] == 1.0
+    out = io.StringIO()
+    call_command("predictor_study", stdout=out)
+    assert "| wide (evaluation " in out.getvalue().split("Flagged values voting")[1]

@@ -9,7 +9,7 @@ after ``make demo``.
 
 from django.core.management.base import BaseCommand
 
-from transferability.predictors import predictor_report
+from transferability.predictors import flag_vote_study, predictor_report
 
 
 def _f(value, digits=2):
@@ -66,3 +66,15 @@ class Command(BaseCommand):
                       f"{report['lead'].label if report['lead'] else 'the default'}.")
         else:
             write(f"Fewer than {report['min_datasets']} datasets: the default lead applies.")
+        write("")
+        write("Flagged values voting or left out (weighted τ / top-1 relative accuracy):")
+        write("")
+        write("| dataset | flagged cells | lead consensus, voting | lead consensus, left out "
+              "| established consensus, voting | established consensus, left out |")
+        write("|---|---|---|---|---|---|")
+        for d in flag_vote_study(ids or None):
+            cells = [f"{_f(d[k]['weighted_tau'])} / {_f(d[k]['top1_relative_accuracy'], 3)}"
+                     for k in ("lead_voting", "lead_left_out", "consensus_voting",
+                               "consensus_left_out")]
+            write(f"| {d['dataset']} (evaluation {d['evaluation']}) | {d['flagged_cells']} | "
+                  + " | ".join(cells) + " |")
