@@ -247,6 +247,9 @@ class GroundTruth(models.Model):
     message = models.TextField(blank=True)
     test_fraction = models.FloatField(default=0.3, help_text="Held-out share of each class.")
     seed = models.IntegerField(default=0, help_text="Seeds the split and the training.")
+    seeds = models.PositiveSmallIntegerField(
+        default=1, help_text="Split seeds (seed, seed + 1, ...): each checkpoint's truth is "
+                             "the mean over them, with its standard error.")
     # On a budget (transferability.budget): "top" or "halving" over the lead's order, and
     # the plan: {"rungs": [{"epochs", "checkpoints"}], "rung": current, "order": [names],
     # "history": {name: [{"epochs", "accuracy"}]}}. Empty strategy: every chosen checkpoint.

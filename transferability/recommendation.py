@@ -284,9 +284,17 @@ def recommend(rows, class_counts, truth: dict | None = None,
             basis += f", of the {len(measured)} of {len(done)} measured"
         gap = accuracy[best.checkpoint.name] - accuracy[runner.checkpoint.name]
         margin = f"{gap:.1f} points above {runner.checkpoint.name}"
-        tied = [r for r in ordered[1:] if accuracy[r.checkpoint.name]
-                == accuracy[best.checkpoint.name]]
-        by = "true accuracy"
+        # Within noise of the best (verification.tied_with_best), else exactly equal.
+        noise = set((truth or {}).get("tied") or ())
+        tied = [r for r in ordered[1:] if r.checkpoint.name in noise
+                or accuracy[r.checkpoint.name] == accuracy[best.checkpoint.name]]
+        by = "true accuracy within noise" if noise & {r.checkpoint.name for r in tied} \
+            else "true accuracy"
+        if tied:
+            errors = (truth or {}).get("standard_error") or {}
+            names = [best.checkpoint.name] + [r.checkpoint.name for r in tied]
+            margin = "; ".join(f"{n} {accuracy[n]:.1f} ± {errors[n]:.1f} %" if n in errors
+                               else f"{n} {accuracy[n]:.1f} %" for n in names)
     elif lead_scores:
         ordered = _ordered([r for r in done if r.checkpoint.name in lead_scores],
                            lambda r: lead_scores[r.checkpoint.name], consensus)
@@ -342,6 +350,11 @@ def recommend(rows, class_counts, truth: dict | None = None,
         rec.tied_with = [r.checkpoint.name for r in tied]
         rec.separation = _separation(best, tied[0], consensus if by != "the consensus"
                                      else {}, used)
+        if by.startswith("true accuracy"):
+            # Measured: the higher mean is taken, the predictors' view beside it.
+            gap = accuracy[best.checkpoint.name] - accuracy[tied[0].checkpoint.name]
+            rec.separation = "; ".join(p for p in (
+                f"its mean is {gap:.1f} points higher, within the noise", rec.separation) if p)
         names = " and ".join([best.checkpoint.name] + rec.tied_with)
         rec.basis = f"tied first by {by} with {', '.join(rec.tied_with)}"
         rec.cautions.insert(0, f"a tie: {names} are equal by {by}; " + (

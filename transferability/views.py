@@ -38,7 +38,8 @@ from .recommendation import recommend
 from .results import approximation_notes, lead_of, metric_columns, rank_choices, ranked_rows
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
 from .transfers import submit_transfer, suggest_pair
-from .verification import REFERENCES, estimate_minutes, submit_truth, truth_payload
+from .verification import (MAX_SEEDS, PAGE_SEEDS, REFERENCES, estimate_minutes, submit_truth,
+                           truth_payload)
 
 
 @login_required
@@ -214,13 +215,16 @@ def evaluation_truth(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
     mode = request.POST.get("mode", GroundTruth.Mode.FINETUNE)
     budget, strategy = request.POST.get("budget"), request.POST.get("strategy", "")
+    seeds = request.POST.get("seeds", "1")
     try:
+        if not (seeds.isdecimal() and seeds.isascii() and 1 <= int(seeds) <= MAX_SEEDS):
+            raise SubmissionError(f"the seeds must be a whole number from 1 to {MAX_SEEDS}")
         if budget is not None and not (budget.isdecimal() and budget.isascii()
                                        and 1 <= int(budget) <= 1000):
             raise SubmissionError("the budget must be a whole number of fine-tunes from 1 "
                                   "to 1000")
         truth = submit_truth(evaluation, mode=mode, budget=int(budget) if budget else None,
-                             strategy=strategy if budget else "")
+                             strategy=strategy if budget else "", seeds=int(seeds))
     except SubmissionError as exc:
         messages.error(request, f"Ground truth not started: {exc}.")
     else:
@@ -315,8 +319,13 @@ def evaluation_detail(request, pk):
         "suggestion": suggest_pair(evaluation, rows, recommendation.checkpoint.name
                                    if recommendation else None),
         "truth_modes": GroundTruth.Mode.choices,
+        "seed_choices": [(1, "1 split"), (PAGE_SEEDS, f"{PAGE_SEEDS} splits: mean ± error"),
+                         (5, "5 splits")], "page_seeds": PAGE_SEEDS,
         "agreement_rows": _agreement_rows(truth),
         "truth_train_percent": round(100 * (1 - truth["test_fraction"])) if truth else None,
+        # Checkpoints whose learning-rate search hit its bound (the choice at an edge).
+        "edge_names": [r["checkpoint"] for r in (truth or {}).get("results", [])
+                       if r["at_edge"]],
         # Kendall's tau over M checkpoints moves in steps of 4 / (M (M - 1)).
         "tau_step": 4 / (len(truth["accuracy"]) * (len(truth["accuracy"]) - 1))
         if truth and len(truth["accuracy"]) >= 2 else None,

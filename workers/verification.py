@@ -16,7 +16,8 @@ from dataclasses import replace
 
 from transferability.budget import survivors
 from transferability.ground_truth import (FinetuneRecipe, finetune_accuracy,
-                                          probe_accuracy_on_split, truth_split)
+                                          probe_accuracy_on_split, repeat_summary,
+                                          truth_split)
 from transferability.models import CheckpointResult, GroundTruth, Status, TruthResult
 from zoo.loading import build_model
 
@@ -56,17 +57,30 @@ def verify_checkpoint(truth_result_id: int) -> int | None:
 
 
 def measure(row: TruthResult) -> dict:
+    """One checkpoint's truth: a run per split seed (``truth.seed`` + 0 .. seeds - 1), each
+    choosing on its own train part and scoring on its own test part; their mean with its
+    standard error (:func:`~transferability.ground_truth.repeat_summary`)."""
     truth = row.truth
     evaluation, checkpoint = truth.evaluation, row.checkpoint
     dataset = evaluation.dataset
     _, paths, labels = dataset_samples(dataset)
-    train, test = truth_split(labels, truth.test_fraction, truth.seed)
+    seeds = [truth.seed + k for k in range(max(1, truth.seeds))]
     beat = _heartbeat(row.pk)
+
+    def each_seed(done_seeds: int):
+        def progress(done: int, total: int) -> None:
+            beat(done_seeds * total + done, len(seeds) * total)
+        return progress
+
+    repeats = []
     if truth.mode == GroundTruth.Mode.PROBE:
         features = _pre_logits(evaluation, checkpoint)
-        details = probe_accuracy_on_split(features, labels, train, test)
-        details["mode"] = truth.mode
-        return details
+        for seed in seeds:
+            train, test = truth_split(labels, truth.test_fraction, seed)
+            repeats.append({**probe_accuracy_on_split(features, labels, train, test,
+                                                      seed=seed), "seed": seed})
+            healing.check_deadline()
+        return {**repeat_summary(repeats), "mode": truth.mode}
     device = choose_device()
     config = checkpoint.data_config()
     pixels = cached_pixels(dataset, paths, config)
@@ -74,11 +88,13 @@ def measure(row: TruthResult) -> dict:
     recipe = FinetuneRecipe()
     if truth.plan.get("rungs"):  # on a budget: this rung's schedule
         recipe = replace(recipe, epochs=truth.plan["rungs"][truth.plan["rung"]]["epochs"])
-    details = finetune_accuracy(model, pixels, labels, train, test, mean=config["mean"],
-                                std=config["std"], recipe=recipe, seed=truth.seed,
-                                device=device, progress=beat)
-    details.update(mode=truth.mode, device=str(device))
-    return details
+    for k, seed in enumerate(seeds):
+        train, test = truth_split(labels, truth.test_fraction, seed)
+        repeats.append({**finetune_accuracy(model, pixels, labels, train, test,
+                                            mean=config["mean"], std=config["std"],
+                                            recipe=recipe, seed=seed, device=device,
+                                            progress=each_seed(k)), "seed": seed})
+    return {**repeat_summary(repeats), "mode": truth.mode, "device": str(device)}
 
 
 def _pre_logits(evaluation, checkpoint) -> np.ndarray:

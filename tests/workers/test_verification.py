@@ -1,11 +1,13 @@
 """Ground truth on request: the jobs in-process, the API, and the agreement it reports."""
 
+import numpy as np
 import pytest
 
 from tests.builders import colours_dataset, evaluated, saved_checkpoint
 from transferability.models import GroundTruth, Status, TruthResult
+from transferability.results import ranked_rows
 from transferability.submission import SubmissionError
-from transferability.verification import REFERENCES, submit_truth
+from transferability.verification import REFERENCES, submit_truth, truth_payload
 from workers import verification
 
 pytestmark = pytest.mark.django_db
@@ -60,16 +62,30 @@ def test_the_agreement_follows_the_truth(evaluation, api):
     assert agreement["source_accuracy"]["top1_relative_accuracy"] == 1.0
 
 
-def test_finetune_truth_runs_the_grid_on_the_held_out_split(evaluation):
-    truth = submit_truth(evaluation, checkpoints=["ck-resnet", "ck-vit"], enqueue_work=False)
-    assert truth.mode == "finetune"
+def test_finetune_truth_chooses_on_validation_and_repeats_over_seeds(evaluation):
+    truth = submit_truth(evaluation, checkpoints=["ck-resnet", "ck-vit"], enqueue_work=False,
+                         seeds=2)
+    assert truth.mode == "finetune" and truth.seeds == 2
     verification.run_truth_inline(truth.pk)
     rows = {r.checkpoint.name: r for r in TruthResult.objects.filter(truth=truth)}
     assert set(rows) == {"ck-resnet", "ck-vit"}
     for row in rows.values():
         assert row.status == Status.DONE, row.message
-        assert len(row.details["grid"]) == 2 and row.details["test"] == 11  # ceil(30 % of 36)
-        assert row.accuracy == max(run["accuracy"] for run in row.details["grid"])
+        details = row.details
+        assert details["test"] == 11 and details["seeds"] == 2  # ceil(30 % of 36)
+        assert [s["seed"] for s in details["per_seed"]] == [0, 1]
+        assert row.accuracy == pytest.approx(np.mean([s["accuracy"]
+                                                      for s in details["per_seed"]]))
+        assert {r["seed"] for r in details["runs"]} == {0, 1}
+        # At least the grid, plus a step beyond an edge that won.
+        assert len({(r["seed"], r["learning_rate"]) for r in details["runs"]}) >= 4
+        assert isinstance(details["at_edge"], bool) and "learning_rate" in details["chosen"]
+    payload = truth_payload(evaluation, ranked_rows(evaluation))
+    assert payload["seeds"] == 2
+    assert payload["stability"] is None or -1.0 <= payload["stability"] <= 1.0
+    result = payload["results"][0]
+    assert result["runs"] and set(result["runs"][0]) >= {"seed", "learning_rate", "epochs",
+                                                           "val_accuracy", "test_accuracy"}
     # A redelivered task changes nothing.
     before = rows["ck-vit"].accuracy
     assert verification.verify_checkpoint(rows["ck-vit"].pk) is None

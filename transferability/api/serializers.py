@@ -237,6 +237,11 @@ class TruthRequestSerializer(serializers.Serializer):
         choices=[("top", "the budget's number of best by the lead, fully"),
                  ("halving", "successive halving over the lead's order")], required=False,
         help_text="How to spend the budget (default 'top').")
+    seeds = serializers.IntegerField(
+        required=False, default=1, min_value=1, max_value=10,
+        help_text="Split seeds to repeat over: each checkpoint's truth is the mean with its "
+                  "standard error, and the truth's stability is the Kendall tau between "
+                  "seeds (the page offers 3).")
 
     def validate(self, data):
         if "strategy" in data and "budget" not in data:
@@ -367,7 +372,14 @@ class AgreementSerializer(serializers.Serializer):
     checkpoints = serializers.IntegerField()
     weighted_tau = serializers.FloatField(allow_null=True)
     kendall_tau = serializers.FloatField(allow_null=True)
-    top1_relative_accuracy = serializers.FloatField(allow_null=True)
+    top1_relative_accuracy = serializers.FloatField(
+        allow_null=True, help_text="True accuracy of its pick / the best; 1 when its pick is "
+                                   "tied with the best within noise.")
+    weighted_tau_interval = serializers.ListField(
+        child=serializers.FloatField(), allow_null=True,
+        help_text="90 % bootstrap interval of the weighted tau over checkpoints (a finished "
+                  "truth of at least 4 checkpoints).")
+    pick = serializers.CharField(allow_null=True, help_text="The checkpoint it puts first.")
 
 
 class SpreadSerializer(serializers.Serializer):
@@ -377,13 +389,36 @@ class SpreadSerializer(serializers.Serializer):
     mean_standard_error = serializers.FloatField(allow_null=True)
 
 
+class TruthRunSerializer(serializers.Serializer):
+    seed = serializers.IntegerField(help_text="The split seed.")
+    learning_rate = serializers.FloatField(required=False)
+    epochs = serializers.IntegerField(required=False, help_text="Epochs trained so far.")
+    C = serializers.FloatField(required=False, help_text="The probe's C (mode probe).")
+    val_accuracy = serializers.FloatField(help_text="On the validation part, %: what chooses.")
+    test_accuracy = serializers.FloatField(required=False,
+                                           help_text="On the held-out test part, %: never "
+                                                     "used to choose.")
+    diverged = serializers.BooleanField(required=False)
+
+
 class TruthResultSerializer(serializers.Serializer):
     checkpoint = serializers.CharField()
     status = serializers.ChoiceField(choices=Status.choices)
-    accuracy = serializers.FloatField(allow_null=True)
+    accuracy = serializers.FloatField(allow_null=True, help_text="The mean over seeds, %.")
+    mean = serializers.FloatField(allow_null=True, help_text="The same: the mean over seeds.")
+    standard_error = serializers.FloatField(
+        allow_null=True, help_text="Across seeds; the binomial one of a single run.")
+    runs = TruthRunSerializer(many=True, help_text="Every run of the search, every seed.")
+    chosen = serializers.DictField(allow_null=True,
+                                   help_text="{learning_rate, epochs} (or {C}) chosen on "
+                                             "validation, the most frequent over seeds.")
+    at_edge = serializers.BooleanField(allow_null=True,
+                                       help_text="Whether a seed's choice sits at an edge of "
+                                                 "what was searched (the search hit its bound).")
     message = serializers.CharField()
     seconds = serializers.FloatField(allow_null=True)
-    details = serializers.DictField(help_text="The grid tried, split sizes, epochs, device.")
+    details = serializers.DictField(help_text="Split sizes, the recipe, per-seed results, "
+                                              "device.")
 
 
 class BudgetSerializer(serializers.Serializer):
@@ -412,6 +447,14 @@ class TruthSerializer(serializers.Serializer):
     progress = serializers.FloatField()
     message = serializers.CharField()
     test_fraction = serializers.FloatField()
+    seeds = serializers.IntegerField(help_text="Split seeds each checkpoint is measured over.")
+    stability = serializers.FloatField(
+        allow_null=True, help_text="Mean Kendall tau between the seeds' orders of the "
+                                   "checkpoints (null with one seed).")
+    tied = serializers.ListField(child=serializers.CharField(),
+                                 help_text="Checkpoints within noise of the best (combined "
+                                           "standard error).")
+    best = serializers.CharField(allow_null=True)
     accuracy = _mapping(serializers.FloatField(), "Checkpoint name -> held-out accuracy, %.")
     standard_error = _mapping(serializers.FloatField(), "Checkpoint name -> its standard error.")
     spread = SpreadSerializer(allow_null=True)

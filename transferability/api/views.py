@@ -230,7 +230,8 @@ class EvaluationTruth(Submissions, APIView):
         data = serializer.validated_data
         try:
             submit_truth(evaluation, data.get("checkpoints"), mode=data["mode"],
-                         budget=data.get("budget"), strategy=data.get("strategy", ""))
+                         budget=data.get("budget"), strategy=data.get("strategy", ""),
+                         seeds=data.get("seeds", 1))
         except SubmissionError as exc:
             return _error(exc)
         body = EvaluationSerializer(evaluation, context={"request": request}).data
