@@ -300,7 +300,7 @@ def test_distilled_weights_go_to_the_store(s3_hosts):
 
     student = _uploaded_checkpoint("student", seed=1)
     teacher = _uploaded_checkpoint("teacher", seed=2)
-    dataset = SimpleNamespace(class_names=["cats", "dogs"], name="pets", content_hash="h")
+    dataset = SimpleNamespace(pk=3, class_names=["cats", "dogs"], name="pets", content_hash="h")
     transfer = SimpleNamespace(pk=7, student=student, teacher=teacher, variant="supervised",
                                evaluation=SimpleNamespace(dataset=dataset, owner_id=None),
                                evaluation_id=3)

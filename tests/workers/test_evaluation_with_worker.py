@@ -127,5 +127,7 @@ def test_ground_truth_is_measured_by_the_worker_and_judges_the_metrics(api, tmp_
     assert truth["status"] == "done", truth["message"]
     assert truth["mode"] == "finetune"
     assert set(truth["accuracy"]) == {"tiny-resnet", "tiny-vit"}
-    assert all(len(r["details"]["grid"]) == 2 for r in truth["results"])
+    # Chosen on validation from a search that tried the grid and, at a winning edge, beyond.
+    assert all(len({run["learning_rate"] for run in r["runs"]}) >= 2 and r["chosen"]
+               for r in truth["results"])
     assert {"tmi", "knn_accuracy", "source_accuracy", "param_count"} <= set(truth["agreement"])
