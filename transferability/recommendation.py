@@ -104,7 +104,11 @@ def flag_votes(rows, class_counts) -> dict[str, dict[str, str]]:
     warnings = metric_warnings(rows, class_counts)
     done = _done(rows)
     for row in rows:
-        row.flagged = {name for name, where in warnings.items() if row.checkpoint.name in where}
+        # TMI's floor flag says what its value counts (d), not that it cannot be estimated:
+        # leaving TMI out for the floored checkpoints only would let it vote for the narrow
+        # ones alone. It is said once instead (tmi_floor_caution).
+        row.flagged = {name for name, where in warnings.items()
+                       if name != "tmi" and row.checkpoint.name in where}
         row.vote_ranks = {}
     for name, spec in REGISTRY.items():
         voting = [r for r in done if r.scores.get(name) is not None and name not in r.flagged]
