@@ -338,7 +338,15 @@ def recommend(rows, class_counts, truth: dict | None = None,
     rec.flagged = [REGISTRY[m].label for m in REGISTRY if m in getattr(best, "flagged", ())]
     rec.first_by = sum(1 for m in voting if _vote(best, m) == 1)
     rec.confidence, rec.consensus_confidence = _confidence(done, lead, used)
-    rec.confidence_text = _confidence_text(rec.confidence, best.checkpoint.name, lead)
+    if by.startswith("true accuracy") or (final and len(measured) >= 2):
+        # The answer rests on the truth: say how sure the lead was of its own pick.
+        p_first = rec.confidence.get("p_first") or {}
+        pick = max(p_first, key=p_first.get) if p_first else None
+        rec.confidence_text = (
+            f"before the truth, the lead put {pick} first in {100 * p_first[pick]:.0f} % of "
+            f"{rec.confidence['resamples']} resamples" if pick else "")
+    else:
+        rec.confidence_text = _confidence_text(rec.confidence, best.checkpoint.name, lead)
     rec.cautions = _cautions(done, best, used, warnings, class_counts, ranking)
     if leakage:
         from .leakage import leakage_cautions
