@@ -76,15 +76,11 @@ class Lead:
     def scores(self, rows) -> dict[str, float]:
         """checkpoint name -> the lead's score (higher better) for the finished rows.
 
-        A member flagged for a checkpoint (``row.flagged``) does not vote for it: a
-        consensus leaves that member out where it cannot score every checkpoint (when
-        another member can); a single predictor keeps its value (the ⚠ beside it says so)."""
-        plain = self._scores(rows, voting_only=False)
-        if len(self.candidate.members) > 1:
-            voted = self._scores(rows, voting_only=True)
-            if len(voted) == len(plain):
-                return voted
-        return plain
+        Every member's value counts, flagged or not: that is how the lead was judged against
+        the ground truths (predictor_choice), and leaving flagged values out of it measured
+        worse where it acts (``flag_vote_study``; docs/science.md section 8). The page's
+        consensus and "first by N" leave them out (recommendation.consensus_ranks)."""
+        return self._scores(rows, voting_only=False)
 
     def _scores(self, rows, voting_only: bool) -> dict[str, float]:
         scores = {m: {r.checkpoint.name: r.scores[m] for r in rows

@@ -112,20 +112,27 @@ def test_a_metric_flagged_for_a_checkpoint_does_not_vote_for_it():
     assert sum(1 for m in ("hscore", "gbc", "sfda") if rows[0].vote_ranks.get(m)) == 0
 
 
-def test_a_lead_consensus_leaves_out_a_member_flagged_for_a_checkpoint():
+def test_the_lead_keeps_every_members_value_as_it_was_judged():
+    """The lead is the aggregate the evidence judged (flagged values included); only the
+    page's consensus and "first by" leave flagged values out."""
     from transferability.predictor_choice import Candidate
     from transferability.predictors import Lead
 
-    rows = [row("wide", {"hscore": 9, "gbc": 9, "logme": 1}, d=512),
+    rows = [row("wide", {"hscore": 9, "gbc": 9, "logme": 2}, d=512),
             row("narrow", {"hscore": 5, "gbc": 5, "logme": 3}, d=8),
-            row("mid", {"hscore": 4, "gbc": 4, "logme": 2}, d=8)]
+            row("mid", {"hscore": 4, "gbc": 4, "logme": 1}, d=8)]
     voted(rows, [40, 30])
     lead = Lead(Candidate(("hscore", "gbc", "logme")), "test", False)
     scores = lead.scores(rows)
-    assert max(scores, key=scores.get) == "narrow"  # by LogME alone: the others cannot vote
+    assert max(scores, key=scores.get) == "wide"  # mean rank 4/3 against narrow's 5/3
+    assert lead._scores(rows, voting_only=True)["narrow"] > lead._scores(
+        rows, voting_only=True)["wide"]  # what the study compares it with
     rec = recommend(rows, [40, 30], lead=lead)
-    assert rec.checkpoint.name == "narrow"
-    assert "H-score" not in rec.flagged
+    assert rec.checkpoint.name == "wide"
+    assert rec.flagged == ["H-score", "GBC"]
+    assert "H-score, GBC cannot be estimated for wide here, so they do not vote for it" in \
+        " ".join(rec.cautions)
+    assert rec.first_by == 0 and rec.metrics_used == 1  # LogME alone votes for it: 2nd
 
 
 def test_a_tie_is_called_a_tie_and_broken_by_what_separates_them():
