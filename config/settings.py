@@ -4,6 +4,7 @@ With nothing set the app runs on one machine: SQLite and an on-disk Celery trans
 ``var/``. ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` to Redis as the broker.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -92,11 +93,13 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",  # failed logins (the login throttling block below)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN
     "zoo",
     "transferability",
     "workers",
+    "config.apps.AccountsConfig",  # a new password revokes the API token (config/accounts.py)
 ]
 
 MIDDLEWARE = [
@@ -110,6 +113,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -162,6 +166,49 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login throttling (config/login_throttling.py) ------------------------------------------------
+# Both login pages (/accounts/login/, /admin/login/) count failed logins with django-axes, in
+# the database: every process and host sees the same counts, on SQLite as on PostgreSQL.
+# ZOORANK_LOGIN_FAILURES failures within ZOORANK_LOGIN_COOLOFF_MINUTES lock out the username
+# (from any address: many addresses guessing one password) and, counted apart, the address
+# (for any username: one address trying passwords on many accounts). While locked, the right
+# password is refused too, and the page says in how many minutes to try again. A login does
+# not clear the counts (it would let an attacker with an account of their own reset their
+# address). `manage.py axes_reset_username NAME` or `axes_reset_ip ADDRESS` lifts a lock.
+# Failed API tokens: ZOORANK_TOKEN_FAILURES from one address within the same minutes, and
+# that address's token requests are answered 429 with a Retry-After until they are over.
+# The address is REMOTE_ADDR. Behind a reverse proxy every client has the proxy's address (one
+# client's failures would lock everyone out): name the proxy in ZOORANK_TRUSTED_PROXIES
+# (addresses or networks, comma-separated), and the address it appends to X-Forwarded-For is
+# used instead. Nobody is trusted by default: a client could write any X-Forwarded-For.
+ZOORANK_LOGIN_FAILURES = env_int("ZOORANK_LOGIN_FAILURES", 5)
+ZOORANK_LOGIN_COOLOFF_MINUTES = env_float("ZOORANK_LOGIN_COOLOFF_MINUTES", 15)
+ZOORANK_TOKEN_FAILURES = env_int("ZOORANK_TOKEN_FAILURES", 30)
+ZOORANK_TRUSTED_PROXIES = env_list("ZOORANK_TRUSTED_PROXIES", [])
+for _proxy in ZOORANK_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ValueError(f"ZOORANK_TRUSTED_PROXIES: {_proxy!r} is not an address or a "
+                         f"network") from None
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = "config.login_throttling.failure_limit"
+AXES_COOLOFF_TIME = "config.login_throttling.cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "config.login_throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "config.login_throttling.lockout_response"
+AXES_RESET_ON_SUCCESS = False
+# Attempts during a lock are refused without being counted: a lock lasts the cool-off from
+# the failure that set it, and the page can say when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_ENABLE_ADMIN = False  # the reset commands above lift a lock
+AXES_VERBOSE = False  # no banner from every process; failures are still logged
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -225,7 +272,7 @@ if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", ZOORANK_SUB
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.login_throttling.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
