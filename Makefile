@@ -53,9 +53,18 @@ worker: install
 # processes of ZOORANK_WEB_THREADS threads) with WhiteNoise serving the collected static files,
 # plus one worker on both queues at a lower CPU priority (nice 10), so that pages are answered
 # first. deploy/ runs the same parts as services, one worker per GPU.
+# Without REDIS_URL, a Redis that answers on SERVE_REDIS_URL is used (queue and submission
+# limits, one count for every gunicorn process); else it says where the limits are counted.
 SERVE_WORKER := $(BIN)/celery -A config worker -Q gpu,cpu -P solo -c 1 --without-gossip --without-mingle
+SERVE_REDIS_URL ?= redis://127.0.0.1:6379/0
 serve: migrate static
-	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	@if [ -z "$$REDIS_URL" ] && $(BIN)/python -c "import redis, sys; redis.Redis.from_url('$(SERVE_REDIS_URL)', socket_connect_timeout=1).ping()" 2>/dev/null; then \
+		export REDIS_URL=$(SERVE_REDIS_URL); \
+		echo "Redis answers at $(SERVE_REDIS_URL): the queue and the submission limits are kept there"; \
+	elif [ -z "$$REDIS_URL" ]; then \
+		echo "Redis does not answer: the queue is on disk, and the submission limits are counted in files under the var folder, shared by this host's processes (several hosts need REDIS_URL)"; \
+	fi; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	nice -n 10 $(SERVE_WORKER) --loglevel=INFO & worker=$$!; \
 	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:$(PORT) config.wsgi
 

@@ -264,6 +264,9 @@ ZOORANK_ARCHIVE_LIMITS = {
     "max_unreadable_fraction": env_float("ZOORANK_MAX_UNREADABLE_PERCENT", 1.0) / 100,
 }
 
+# Each user's uploads and unpacked datasets together (transferability/quota.py).
+ZOORANK_USER_QUOTA_GB = env_float("ZOORANK_USER_QUOTA_GB", 20)
+
 # Submissions (POST of datasets, evaluations, retries, ground truth, transfers) per user:
 # "<count>/<second|minute|hour|day>". Answered 429 with a Retry-After beyond it.
 ZOORANK_SUBMIT_RATE = env_str("ZOORANK_SUBMIT_RATE", "60/hour")
@@ -318,6 +321,8 @@ SPECTACULAR_SETTINGS = {
         "CorrectnessSourceEnum": "transferability.models.Evaluation.CorrectnessSource",
         "VariantEnum": "transferability.models.Transfer.Variant",
         "ModeEnum": "transferability.models.GroundTruth.Mode",
+        "TransferModeEnum": "transferability.models.Transfer.Mode",
+        "TransferOrderEnum": "transferability.models.Transfer.Order",
     },
 }
 
@@ -325,9 +330,12 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    # The cache holds the API's submission counts: one count for every web process.
+    # "limits" holds the submission counts (transferability/api/throttling.py): one count
+    # for every web process of every host.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": REDIS_URL, "KEY_PREFIX": "zoorank"}}
+                          "LOCATION": REDIS_URL, "KEY_PREFIX": "zoorank"},
+              "limits": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                         "LOCATION": REDIS_URL, "KEY_PREFIX": "zoorank-limits"}}
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": int(ZOORANK_TASK_TIME_LIMIT_MINUTES * 60) + 600}
 else:
@@ -343,6 +351,11 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+    # Without Redis the submission counts are files that every process of this host shares
+    # (not one count per gunicorn process); several hosts need REDIS_URL.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "limits": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                         "LOCATION": str(VAR_DIR / "limits")}}
     # The file transport has no broadcast channel worth using for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -25,4 +25,6 @@ STORAGES = {
 # No test is throttled by accident; tests/transferability/test_api.py lowers it to test 429.
 ZOORANK_SUBMIT_RATE = "100000/hour"
 # Per-process counts: a Redis shared with other runs must not carry them over.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+          "limits": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                     "LOCATION": "limits"}}

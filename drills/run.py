@@ -29,6 +29,12 @@ Drills:
   persistence, so queued messages are lost) is restarted mid-evaluation;
 - ``postgres-restart`` (services only): the database (a PostgreSQL cluster of the drill's
   own) is restarted mid-evaluation, breaking every connection;
+- ``storage-quota``: a 300-file zip bomb of small entries (about 900:1 in all) is refused
+  by the worker, an upload over the user's storage quota is refused before it is stored,
+  nothing of either is left on disk, and a dataset that fits is taken;
+- ``login-throttling``: wrong passwords lock a username and an address (the right password
+  is refused too, with the minutes to wait) while another user logs in from elsewhere, and
+  wrong API tokens lock their address;
 - ``two-hosts`` (services only): drills/hosts.py, two workers that share only PostgreSQL,
   Redis and an S3-compatible store split one evaluation and reuse each other's features.
 """
@@ -534,6 +540,158 @@ def multipart_body(data: bytes, name: str) -> tuple[bytes, str]:
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
+def storage_quota(drill: Drill, env: dict) -> None:
+    """A small-file zip bomb and uploads over the storage quota, through the API of a real
+    web process and worker: refused with the reason, nothing left on disk, and a dataset
+    that fits is still taken."""
+    import io
+    import zipfile
+
+    import numpy as np
+    import requests
+    from django.contrib.auth import get_user_model
+    from PIL import Image
+    from rest_framework.authtoken.models import Token
+
+    from tests.builders import image_folder_zip
+    from transferability.models import TargetDataset
+
+    user = get_user_model().objects.create_user("drill-quota", password="x")
+    token = Token.objects.create(user=user).key
+    drill.start_worker(env, "ingester")
+    port = free_port()
+    drill.start_web(env, port)
+    media = Path(env["ZOORANK_VAR_DIR"]) / "media"
+    api = f"http://127.0.0.1:{port}/api/datasets/"
+    headers = {"Authorization": f"Token {token}"}
+
+    def kept() -> list[str]:
+        return [str(p.relative_to(media)) for p in media.rglob("*") if p.is_file()]
+
+    def upload(data: bytes, name: str):
+        return requests.post(api, headers=headers, data={"name": name},
+                             files={"file": (f"{name}.zip", data)}, timeout=120)
+
+    # 1. 300 all-zero BMPs of just under 1 MiB: no entry big enough for the per-entry check.
+    zero = io.BytesIO()
+    Image.fromarray(np.zeros((590, 590, 3), np.uint8)).save(zero, format="BMP")
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(300):
+            zf.writestr(f"{'ab'[i % 2]}/{i:03d}.bmp", zero.getvalue())
+    bomb = bomb.getvalue()
+    declared = 300 * len(zero.getvalue())
+    response = upload(bomb, "bomb")
+    drill.check(response.status_code == 202, f"a {len(bomb) / 1024:.0f} KiB archive that "
+                f"declares {declared / 2**20:.0f} MiB accepted for ingest: {response.status_code}")
+    url = f"{api}{response.json()['id']}/"
+    final = wait_for(lambda: (body := requests.get(url, headers=headers, timeout=10).json())[
+        "state"] != "ingesting" and body, 120, "the bomb's ingest to end")
+    drill.check(final["state"] == "refused" and "zip bomb" in final["message"],
+                f"the worker refused it: {final['state']}: {final['message']}")
+    drill.check(kept() == [], f"nothing of it left under the store: {kept()}")
+
+    # 2. Over the quota: refused before the upload is stored.
+    rng = np.random.default_rng(0)
+    noise = io.BytesIO()
+    with zipfile.ZipFile(noise, "w") as zf:
+        for i in range(8):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (400, 400, 3), np.uint8)).save(png, "PNG")
+            zf.writestr(f"{'ab'[i % 2]}/{i}.png", png.getvalue())
+    response = upload(noise.getvalue(), "too-big")
+    detail = response.json().get("detail", "")
+    drill.check(response.status_code == 400 and "storage quota" in detail,
+                f"a {len(noise.getvalue()) / 2**20:.1f} MiB upload over the "
+                f"{float(env['ZOORANK_USER_QUOTA_GB']) * 1024:.0f} MiB quota: "
+                f"{response.status_code} {detail}")
+    drill.check(kept() == [] and TargetDataset.objects.filter(name="too-big").count() == 0,
+                f"nothing stored, no row: {kept()}")
+
+    # 3. A dataset that fits is taken, and counted.
+    small = image_folder_zip(Path(tempfile.mkdtemp()) / "small.zip", {"a": 20, "b": 20},
+                             seed=1, size=32)
+    response = upload(small.read_bytes(), "small")
+    url = f"{api}{response.json()['id']}/"
+    final = wait_for(lambda: (body := requests.get(url, headers=headers, timeout=10).json())[
+        "state"] != "ingesting" and body, 120, "the small dataset's ingest to end")
+    drill.check(final["state"] == "ready" and final["stored_bytes"] > 0,
+                f"a dataset within the quota: {final['state']}, {final['stored_bytes']:,} "
+                f"bytes stored")
+
+
+def login_throttling(drill: Drill, env: dict) -> None:
+    """Wrong passwords to a real web process over HTTP: the username and the address are
+    locked, the right password is refused with the minutes to wait, while another user from
+    another address logs in; wrong API tokens lock their address (429, Retry-After). The web
+    process trusts loopback as its proxy, so X-Forwarded-For stands for the client's address.
+    13 requests."""
+    import re
+
+    import requests
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    users = get_user_model().objects
+    users.create_user("drill-alice", password="alice-password-1")
+    bob = users.create_user("drill-bob", password="bob-password-1")
+    token = Token.objects.create(user=bob).key
+    port = free_port()
+    drill.start_web(env, port)
+    login = f"http://127.0.0.1:{port}/accounts/login/"
+    attacker, home = "203.0.113.7", "198.51.100.20"
+    failures = int(env["ZOORANK_LOGIN_FAILURES"])
+    session = requests.Session()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"',
+                     session.get(login, timeout=10).text).group(1)
+
+    def log_in(username: str, password: str, address: str):
+        return session.post(login, data={"csrfmiddlewaretoken": csrf, "username": username,
+                                         "password": password},
+                            headers={"X-Forwarded-For": address}, allow_redirects=False,
+                            timeout=10)
+
+    def told_when(response) -> str | None:
+        said = re.search(r"Too many failed login attempts\. Try again in \d+ minutes?\.",
+                         response.text)
+        return said.group(0) if said else None
+
+    codes = [log_in("drill-alice", "wrong-password", attacker).status_code
+             for _ in range(failures)]
+    drill.check(codes == [200] * (failures - 1) + [429],
+                f"{failures} wrong passwords for drill-alice from {attacker}: {codes}")
+    right = log_in("drill-alice", "alice-password-1", attacker)
+    drill.check(right.status_code == 429 and told_when(right) and "<h1>Log in</h1>" in right.text
+                and "sessionid" not in session.cookies,
+                f"then her right password: {right.status_code}, not logged in, on the login "
+                f"page: {told_when(right)!r} (Retry-After {right.headers.get('Retry-After')} s)")
+    elsewhere = log_in("drill-alice", "alice-password-1", home)
+    drill.check(elsewhere.status_code == 429,
+                f"her right password from {home}: {elsewhere.status_code} (the username is locked)")
+    same_address = log_in("drill-bob", "bob-password-1", attacker)
+    drill.check(same_address.status_code == 429 and told_when(same_address),
+                f"drill-bob's right password from {attacker}: {same_address.status_code} (the "
+                f"address is locked)")
+    free = log_in("drill-bob", "bob-password-1", home)
+    drill.check(free.status_code == 302 and "sessionid" in session.cookies,
+                f"drill-bob from {home}: {free.status_code}, logged in")
+
+    api = f"http://127.0.0.1:{port}/api/"
+    limit = int(env["ZOORANK_TOKEN_FAILURES"])
+    wrong = [requests.get(api, headers={"Authorization": "Token " + "0" * 40,
+                                        "X-Forwarded-For": attacker}, timeout=10).status_code
+             for _ in range(limit)]
+    locked = requests.get(api, headers={"Authorization": f"Token {token}",
+                                        "X-Forwarded-For": attacker}, timeout=10)
+    drill.check(wrong == [401] * limit and locked.status_code == 429
+                and int(locked.headers.get("Retry-After", 0)) > 0,
+                f"{limit} wrong tokens from {attacker}: {wrong}; then the right one from there: "
+                f"{locked.status_code}, Retry-After {locked.headers.get('Retry-After')} s")
+    other = requests.get(api, headers={"Authorization": f"Token {token}",
+                                       "X-Forwarded-For": home}, timeout=10)
+    drill.check(other.status_code == 200, f"the right token from {home}: {other.status_code}")
+
+
 def two_hosts(drill: Drill, env: dict) -> None:
     from drills.hosts import run_two_hosts
 
@@ -550,6 +708,10 @@ DRILLS = {
     "redis-restart": (redis_restart, {}),
     "postgres-restart": (postgres_restart, {}),
     "two-hosts": (two_hosts, {}),
+    "login-throttling": (login_throttling, {"ZOORANK_LOGIN_FAILURES": 3,
+                                            "ZOORANK_TOKEN_FAILURES": 3,
+                                            "ZOORANK_TRUSTED_PROXIES": "127.0.0.1"}),
+    "storage-quota": (storage_quota, {"ZOORANK_USER_QUOTA_GB": 2 / 1024}),
 }
 
 

@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def _fresh_cache():
     """Each test starts with an empty cache (drawn charts, throttle counts): database ids
     are reused from one test to the next."""
-    from django.core.cache import cache
+    from django.core.cache import caches
 
-    cache.clear()
+    for cache in caches.all():
+        cache.clear()
 
 
 @pytest.fixture

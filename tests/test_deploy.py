@@ -29,15 +29,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_environment(var_dir: Path) -> dict:
+    """What `make serve` runs with in these tests: no Redis even where one answers (the
+    SERVE_REDIS_URL it would try is a closed port), two gunicorn processes, 3 submissions
+    an hour."""
+    return {"DJANGO_SETTINGS_MODULE": "config.settings", "ZOORANK_VAR_DIR": str(var_dir),
+            "ZOORANK_WEB_WORKERS": "2", "ZOORANK_LOADER_WORKERS": "0",
+            "ZOORANK_SWEEP_SECONDS": "86400", "SERVE_REDIS_URL": "redis://127.0.0.1:9/0",
+            "ZOORANK_SUBMIT_RATE": "3/hour"}
+
+
 @pytest.fixture
 def make_serve(tmp_path):
     """`make serve` on a throwaway var folder (SQLite, on-disk broker) and a free port."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "ZOORANK_STORAGE_URL")}
-    env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "ZOORANK_VAR_DIR": str(tmp_path),
-                "PORT": str(port), "ZOORANK_WEB_WORKERS": "2", "ZOORANK_LOADER_WORKERS": "0",
-                "ZOORANK_SWEEP_SECONDS": "86400"})
+    env.update(serve_environment(tmp_path), PORT=str(port))
     log_path = tmp_path / "serve.log"
     process = subprocess.Popen(["make", "--no-print-directory", "serve"], cwd=ROOT, env=env,
                                stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
@@ -61,6 +69,29 @@ def make_serve(tmp_path):
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.worker
+def test_make_serve_without_redis_counts_one_limit_for_all_its_processes(make_serve, tmp_path):
+    """Two gunicorn processes, many connections: the submission limit is one count (files
+    under the var folder), not one per process; the log says where it is counted."""
+    url, log_path = make_serve
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    token = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "manage.py", "shell", "-c",
+         "from django.contrib.auth.models import User; from rest_framework.authtoken.models "
+         "import Token; u = User.objects.create_user('lim', password='lim-password-1'); "
+         "print(Token.objects.create(user=u).key)"],
+        cwd=ROOT, env={**env, **serve_environment(tmp_path)}, capture_output=True, text=True,
+        check=True).stdout.strip().splitlines()[-1]
+    codes = []
+    for _ in range(8):  # a new connection each: the processes take turns
+        codes.append(requests.post(url + "/api/evaluations/", json={"dataset": 999},
+                                   headers={"Authorization": f"Token {token}",
+                                            "Connection": "close"}, timeout=30).status_code)
+    assert codes.count(429) == 5 and codes[:3] == [400] * 3, codes
+    assert "submission limits are counted in files under the var folder" in \
+        log_path.read_text()
 
 
 @pytest.mark.worker

@@ -230,6 +230,9 @@ ROUTES: dict[str, Rule] = {
     "api-transfer-list": Rule("api-mine", {"GET": {200}, "POST": {202}}, body=transfer_request,
                               others={"POST": {400}}),
     "api-transfer-detail": Rule("api", {"GET": {200}}, lambda w: {"pk": w.transfer.pk}),
+    "api-transfer-cancel": Rule("api", {"POST": {409}}, lambda w: {"pk": w.transfer.pk}),
+    "transfer-detail": Rule("page", {"GET": {200}}, lambda w: {"pk": w.transfer.pk}),
+    "transfer-cancel": Rule("page", {"POST": {302}}, lambda w: {"pk": w.transfer.pk}),
     "api-checkpoint-list": Rule("api-mine", {"GET": {200}}),
     "api-metric-list": Rule("api-mine", {"GET": {200}}),
     # The admin: its own pages, then one set of pages per registered model (below).
@@ -745,3 +748,101 @@ def test_a_distilled_checkpoint_does_not_show_its_owners_dataset_to_others(world
     assert distilled.name in world.client("owner").get(reverse("checkpoint-list")).content.decode()
     assert world.client("owner").get(reverse("checkpoint-detail",
                                              args=[distilled.pk])).status_code == 200
+
+
+# One submission limit for every route that submits work -------------------------------------
+# Every route that stores an upload or queues work, page or API; each counts against the same
+# ZOORANK_SUBMIT_RATE. Every other route that takes a POST is named in DOES_NOT_SUBMIT, so a
+# new POST route must be put in one of the two.
+
+SUBMITS = {"dataset-upload", "dataset-detail", "evaluation-retry", "evaluation-rerun",
+           "evaluation-truth", "evaluation-transfer", "api-dataset-list", "api-evaluation-list",
+           "api-evaluation-retry", "api-evaluation-truth", "api-transfer-list"}
+DOES_NOT_SUBMIT = {"dataset-delete", "evaluation-cancel", "evaluation-delete", "logout",
+                   "api-token", "api-evaluation-cancel", "login", "password_change",
+                   "transfer-cancel", "api-transfer-cancel",
+                   "admin:logout"}
+
+
+def test_every_route_that_takes_a_post_is_named_as_submitting_or_not():
+    posts = {r.key for r in ALL_ROUTES
+             if "POST" in rule_for(r.key).methods and rule_for(r.key).kind != "admin"}
+    unnamed = posts - SUBMITS - DOES_NOT_SUBMIT
+    assert not unnamed, f"say in tests/test_security.py whether these submit work: {unnamed}"
+    assert not (SUBMITS | DOES_NOT_SUBMIT) - {r.key for r in ALL_ROUTES}
+
+
+def submission(route: Route, rule: Rule, w: World, tmp_path: Path):
+    """POST one submission to ``route`` as alice; the response."""
+    url = route_url(route, rule, w)
+    if route.key in ("dataset-upload", "api-dataset-list"):
+        archive = image_folder_zip(tmp_path / f"{route.key}.zip", {"a": 2, "b": 2})
+        with open(archive, "rb") as f:
+            if route.key == "api-dataset-list":
+                client = APIClient(HTTP_AUTHORIZATION=f"Token {w.token.key}")
+                return client.post(url, {"name": "more", "file": f}, format="multipart")
+            return w.client("owner").post(url, {"name": "more", "file": f})
+    body = rule.body(w) if rule.body else {}
+    if rule.kind.startswith("api"):
+        return APIClient(HTTP_AUTHORIZATION=f"Token {w.token.key}").post(url, body,
+                                                                          format="json")
+    return w.client("owner").post(url, body, follow=True)
+
+
+def things(w: World) -> tuple:
+    return (Evaluation.objects.count(), w.dataset.__class__.objects.count(),
+            GroundTruth.objects.count(), Transfer.objects.count(),
+            CheckpointResult.objects.filter(queued_at__isnull=False).count())
+
+
+@pytest.mark.parametrize("first", ["api-evaluation-list", "dataset-upload"])
+def test_once_the_limit_is_used_every_submitting_route_refuses_and_says_when(
+        world, settings, tmp_path, first):
+    """The limit counts pages and API together: used up through one of them, every
+    submitting route of both refuses, creates nothing and says when to retry; the rest go
+    on."""
+    settings.ZOORANK_SUBMIT_RATE = "1/hour"
+    routes = {r.key: r for r in ALL_ROUTES}
+    used = submission(routes[first], rule_for(first), world, tmp_path)
+    assert used.status_code in (202, 302), used.content[:300]
+    before = things(world)
+    for key in sorted(SUBMITS):
+        response = submission(routes[key], rule_for(key), world, tmp_path)
+        where = f"POST {key} after the limit was used through {first}"
+        text = response.content.decode()
+        if rule_for(key).kind.startswith("api"):
+            assert response.status_code == 429, where
+            assert response.json()["retry_after"] > 3500, where
+        elif key in ("dataset-upload", "dataset-detail"):
+            assert response.status_code == 429, f"{where}: {response.status_code}"
+            assert int(response["Retry-After"]) > 3500, where
+        else:  # a button: back to its page, which says why
+            assert response.status_code == 200, where
+        assert "Too many submissions: at most 1 per hour, pages and API together. Try again " \
+               "in 60 minutes." in text, f"{where}: {text[:300]}"
+    assert things(world) == before
+    # Reading and cancelling are not submissions; another user has their own count.
+    assert world.client("owner").get(reverse("dashboard")).status_code == 200
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {world.token.key}").post(
+        reverse("api-evaluation-cancel", kwargs=ev(world))).status_code == 409
+    other = world.client("outsider").post(reverse("dataset-upload"), {"name": "x"})
+    assert other.status_code == 200 and "Too many submissions" not in other.content.decode()
+
+
+def test_the_limit_is_counted_in_redis_when_there_is_one():
+    """Settings as a deployment reads them: with REDIS_URL the counts are Redis's, shared by
+    every process and host; without, files shared by every process of the host."""
+    import subprocess
+    import sys
+
+    def limits_backend(**env) -> str:
+        code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings';"
+                "from django.conf import settings; print(settings.CACHES['limits']['BACKEND'])")
+        environment = {k: v for k, v in __import__("os").environ.items()
+                       if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+        return subprocess.run([sys.executable, "-c", code], env={**environment, **env},
+                              capture_output=True, text=True, check=True,
+                              cwd=ROOT).stdout.strip()
+
+    assert limits_backend(REDIS_URL="redis://127.0.0.1:6379/9").endswith("RedisCache")
+    assert limits_backend().endswith("FileBasedCache")

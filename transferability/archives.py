@@ -36,7 +36,8 @@ INGEST_POLICY = {
     "refused": [
         "not a zip archive, or a damaged one",
         "an encrypted entry, an absolute path, '..' or a link",
-        "over a limit: archive size, number of entries, unpacked size, compression ratio",
+        "over a limit: archive size, number of entries, unpacked size, compression ratio "
+        "(of each large entry, and of all entries together), your storage quota",
         "an image outside a class folder; fewer than 2 class folders with images",
         "more than {fraction} of the images unreadable (not decodable, or too many pixels)",
     ],
@@ -64,6 +65,9 @@ class ArchiveLimits:
     max_ratio: int = 200
     max_pixels: int = 50_000_000
     max_unreadable_fraction: float = 0.01
+    # What the owner's storage quota leaves (transferability.quota); None: no quota.
+    storage_left: int | None = None
+    storage_note: str = ""
 
 
 @dataclass
@@ -75,6 +79,7 @@ class UnpackedDataset:
     # Per kept image, in sample order: (width, height, mode, format, sha256, bytes).
     images: list[tuple] = field(default_factory=list, repr=False)
     skipped: list[str] = field(default_factory=list)  # "entry: reason", left out with a warning
+    stored_bytes: int = 0  # what the unpacked folder takes in the store
 
     @property
     def num_images(self) -> int:
@@ -104,7 +109,7 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
     except _DAMAGED as exc:
         raise ArchiveError(f"the archive is damaged: {exc}") from None
     with zf:
-        members, skipped = _image_members(zf, limits)
+        members, skipped = _image_members(zf, limits, size)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = unpacking_folder(dest)
         shutil.rmtree(tmp, ignore_errors=True)  # left by an attempt whose process died
@@ -112,6 +117,7 @@ def unpack_image_folder(archive: BinaryIO | str | Path, dest: Path,
         try:
             unpacked = _extract(zf, members, tmp, limits, progress)
             unpacked.skipped = skipped + unpacked.skipped
+            unpacked.stored_bytes = folder_bytes(tmp)
             os.replace(tmp, dest)
         except ArchiveError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +142,11 @@ def read_manifest(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return data["class_names"], [(path, label) for path, label, _ in data["files"]]
 
 
+def folder_bytes(folder: Path) -> int:
+    """The bytes of every file under ``folder``."""
+    return sum(entry.stat().st_size for entry in Path(folder).rglob("*") if entry.is_file())
+
+
 def _size_of(archive) -> int:
     if isinstance(archive, (str, Path)):
         return Path(archive).stat().st_size
@@ -146,12 +157,13 @@ def _size_of(archive) -> int:
     return end
 
 
-def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits):
+def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits, archive_bytes: int):
     """The image entries to unpack, and the entries skipped with a warning."""
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
         raise ArchiveError(f"the archive has {len(infos)} entries; the limit is "
                            f"{limits.max_entries}")
+    _check_expansion(infos, limits, archive_bytes)
     files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     total = 0
     for info in infos:
@@ -197,6 +209,30 @@ def _image_members(zf: zipfile.ZipFile, limits: ArchiveLimits):
         raise ArchiveError(f"a target dataset needs at least 2 class folders with images; "
                            f"{found}{hint}")
     return members, [f"{path}: not an image file type" for path in stray]
+
+
+def _check_expansion(infos, limits: ArchiveLimits, archive_bytes: int) -> None:
+    """All entries together, small ones included: a bomb of many small files that each
+    compress well is refused as surely as one big one. Sizes are what the entries declare;
+    :func:`_copy_member` never writes more than that."""
+    total = sum(info.file_size for info in infos if not info.is_dir())
+    if total > limits.max_ratio * max(archive_bytes, 1) and total > _RATIO_MIN_BYTES:
+        raise ArchiveError(f"the archive's entries together unpack to {readable(total)} from "
+                           f"{readable(archive_bytes)}, more than {limits.max_ratio}:1, which "
+                           f"looks like a zip bomb")
+    if limits.storage_left is not None and total > limits.storage_left:
+        raise ArchiveError(f"the archive unpacks to {readable(total)}, more than the "
+                           f"{readable(max(limits.storage_left, 0))} left of your storage quota"
+                           + (f" ({limits.storage_note})" if limits.storage_note else ""))
+
+
+def readable(count: int) -> str:
+    """A byte count as a person reads it: "39 MiB", "4.2 KiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{count} bytes"
 
 
 def _is_junk(path: PurePosixPath) -> bool:

@@ -450,3 +450,56 @@ def class_balance(class_names, class_counts, tiny: int = 5) -> str:
                                "xanchor": "right", "yanchor": "bottom", "showarrow": False,
                                "font": {"color": MUTED}}]}
     return _html({"data": [trace], "layout": layout}, "chart-classes")
+
+
+# A transfer's steps -----------------------------------------------------------------------
+
+def transfer_accuracy(steps: list[tuple[str, float]], before: float | None,
+                      teacher_accuracy: dict) -> str:
+    """The student's held-out accuracy after each step, from where it started, with each
+    teacher's own accuracy as a dotted line."""
+    labels = (["initial student"] if before is not None else []) + [label for label, _ in steps]
+    values = ([before] if before is not None else []) + [value for _, value in steps]
+    data = [{"type": "scatter", "mode": "lines+markers", "x": labels, "y": values,
+             "name": "student", "line": {"color": BLUE},
+             "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>"}]
+    for name, value in sorted(teacher_accuracy.items()):
+        data.append({"type": "scatter", "mode": "lines", "x": [labels[0], labels[-1]],
+                     "y": [value, value], "name": f"teacher {name}",
+                     "line": {"dash": "dot", "width": 1},
+                     "hovertemplate": f"teacher %{{fullData.name}}: {value:.1f} %<extra></extra>"})
+    return _html({"data": data, "layout": {
+        "title": _title("Student accuracy after each step (held-out, %)"),
+        "yaxis": {"title": {"text": "accuracy, %"}}, "height": 320,
+        "legend": {"orientation": "h", "y": -0.25}}}, "transfer-accuracy", bottom=80)
+
+
+def transfer_flips(steps: list[tuple[str, dict]]) -> str:
+    """Gains and losses of each step against the initial student: positive flips (right
+    now, wrong before) up, negative flips down, in % of the held-out images."""
+    labels = [label for label, _ in steps]
+    data = [
+        {"type": "bar", "x": labels, "y": [d["positive_flips"] for _, d in steps],
+         "name": "gained (positive flips)", "marker": {"color": BLUE},
+         "hovertemplate": "%{x}: +%{y:.1f} %<extra></extra>"},
+        {"type": "bar", "x": labels, "y": [-d["negative_flips"] for _, d in steps],
+         "name": "lost (negative flips)", "marker": {"color": ORANGE},
+         "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>"},
+    ]
+    return _html({"data": data, "layout": {
+        "title": _title("Gained and lost against the initial student (% of held-out images)"),
+        "barmode": "relative", "height": 320, "yaxis": {"title": {"text": "% of images"}},
+        "legend": {"orientation": "h", "y": -0.25}}}, "transfer-flips", bottom=80)
+
+
+def transfer_guidance(guided: dict, class_names: list[str]) -> str:
+    """The parallel form: per class, how many training images each candidate (the initial
+    student or a teacher) guided."""
+    data = [{"type": "bar", "x": list(class_names), "y": counts, "name": name,
+             "hovertemplate": f"%{{x}}: %{{y}} images guided by %{{fullData.name}}"
+                              f"<extra></extra>"}
+            for name, counts in zip(guided["candidates"], guided["per_class"])]
+    return _html({"data": data, "layout": {
+        "title": _title("Who guided each class (training images, all epochs)"),
+        "barmode": "stack", "height": 340, "yaxis": {"title": {"text": "images"}},
+        "legend": {"orientation": "h", "y": -0.3}}}, "transfer-guidance", bottom=90)

@@ -11,6 +11,7 @@ import io
 import uuid
 import zipfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,20 @@ from .archives import (INGEST_POLICY, ArchiveError, ArchiveLimits, read_manifest
                        unpack_image_folder)
 from .dataset_store import datasets_root, publish, remove
 from .models import TargetDataset
+from .quota import check_upload, storage_use
 
 __all__ = ["ArchiveError", "accept_upload", "create_target_dataset", "datasets_root",
            "image_statistics", "summarise_images", "ensure_statistics", "dataset_warnings"]
 
 
-def archive_limits() -> ArchiveLimits:
-    return ArchiveLimits(**settings.ZOORANK_ARCHIVE_LIMITS)
+def archive_limits(owner=None, leave_out: TargetDataset | None = None) -> ArchiveLimits:
+    """This site's limits; with ``owner``, also what their storage quota leaves (not counting
+    ``leave_out``, the dataset being ingested, whose upload its unpacked folder replaces)."""
+    limits = ArchiveLimits(**settings.ZOORANK_ARCHIVE_LIMITS)
+    if owner is None:
+        return limits
+    use = storage_use(owner, leave_out=leave_out)
+    return replace(limits, storage_left=use.left, storage_note=str(use))
 
 
 def create_target_dataset(owner, name: str, archive) -> TargetDataset:
@@ -41,7 +49,7 @@ def create_target_dataset(owner, name: str, archive) -> TargetDataset:
     name = _dataset_name(name)
     store_dir = uuid.uuid4().hex
     dest = datasets_root() / store_dir
-    unpacked = unpack_image_folder(archive, dest, archive_limits())
+    unpacked = unpack_image_folder(archive, dest, archive_limits(owner))
     try:
         publish(store_dir, dest)
         with transaction.atomic():
@@ -59,7 +67,9 @@ def unpacked_fields(unpacked) -> dict:
     return dict(class_names=unpacked.class_names, class_counts=unpacked.class_counts,
                 num_images=unpacked.num_images, content_hash=unpacked.content_hash,
                 image_stats=summarise_images(unpacked.images, labels),
-                skipped=unpacked.skipped, state=TargetDataset.State.READY, message="")
+                skipped=unpacked.skipped[:TargetDataset.SKIPPED_KEPT],
+                skipped_count=len(unpacked.skipped), stored_bytes=unpacked.stored_bytes,
+                state=TargetDataset.State.READY, message="")
 
 
 def _dataset_name(name) -> str:
@@ -87,6 +97,7 @@ def accept_upload(owner, name: str, upload) -> TargetDataset:
     if size > limits.max_bytes:
         raise ArchiveError(f"the archive is {size / 2**20:.0f} MiB; the limit is "
                            f"{limits.max_bytes / 2**20:.0f} MiB")
+    check_upload(owner, size)
     if not zipfile.is_zipfile(upload):
         raise ArchiveError("the file is not a zip archive")
     upload.seek(0)
@@ -224,11 +235,12 @@ IMBALANCE_RATIO = 10
 def dataset_warnings(dataset, stats: dict) -> list[str]:
     """What may make scores on this dataset misleading, one sentence each."""
     warnings = []
-    if dataset.skipped:
+    skipped = max(dataset.skipped_count, len(dataset.skipped))
+    if skipped:
         shown = "; ".join(dataset.skipped[:3])
-        more = f"; and {len(dataset.skipped) - 3} more" if len(dataset.skipped) > 3 else ""
-        warnings.append(f"{len(dataset.skipped)} entr{'ies' if len(dataset.skipped) > 1 else 'y'}"
-                        f" of the archive left out: {shown}{more}.")
+        more = f"; and {skipped - 3} more" if skipped > 3 else ""
+        warnings.append(f"{skipped:,} entr{'ies' if skipped > 1 else 'y'} of the archive left "
+                        f"out: {shown}{more}.")
     counts = dict(zip(dataset.class_names, dataset.class_counts))
     tiny = sorted(name for name, count in counts.items() if count < TINY_CLASS_IMAGES)
     if tiny:

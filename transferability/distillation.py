@@ -17,6 +17,18 @@ loss by T^2 (Hinton et al., 2015) so gradients keep their magnitude.
 
 Success is judged by :func:`transfer_delta` on held-out data.
 
+Several teachers (section 4 of the paper, its ``main_multidist.py``) in three forms, run by
+:func:`multi_teacher_transfer`:
+
+- ``sequential``: KL+DP with each teacher in turn; before each, the frozen reference s0 is
+  reset to the current student and the optimiser is made anew;
+- ``parallel``: one run in which every sample is distilled from whichever of s0 and all the
+  teachers is the most confident (:func:`choose_targets`: the highest probability of the
+  true class, or the highest top probability without labels; ties to s0, then to the
+  earlier teacher);
+- ``soup``: a separate single-teacher run from the same initial student per teacher, then
+  the uniform average of their weights (:func:`soup`).
+
 :func:`kl_dp_transfer` runs the whole procedure on a target task: both networks get a head
 for the target classes (a linear probe fitted on their frozen features of the train split,
 folded into a ``torch.nn.Linear``), the student is trained with :func:`kl_dp_loss` on the
@@ -34,8 +46,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kl_dp_mask", "kl_dp_loss", "transfer_delta", "flips_against", "probe_head",
-           "with_target_head", "kl_dp_transfer", "TransferRecipe"]
+from .transfer_recipe import MODES, ORDERS, TransferRecipe
+
+__all__ = ["kl_dp_mask", "kl_dp_loss", "choose_targets", "transfer_delta", "flips_against",
+           "probe_head", "with_target_head", "kl_dp_transfer", "multi_teacher_transfer",
+           "soup", "TransferRecipe", "Teacher", "Cancelled", "MODES", "ORDERS"]
 
 
 def _check_logits(student_logits, teacher_logits, initial_student_logits, labels) -> None:
@@ -192,13 +207,35 @@ def with_target_head(model: torch.nn.Module, weight: torch.Tensor, bias: torch.T
     return model
 
 
-@dataclass(frozen=True)
-class TransferRecipe:
-    epochs: int = 5
-    learning_rate: float = 1e-4
-    batch_size: int = 64
-    weight_decay: float = 0.05
-    temperature: float = 1.0
+def choose_targets(candidate_logits: torch.Tensor, labels: torch.Tensor | None = None,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """Which candidate guides each sample: K x B x C logits (index 0 the frozen initial
+    student s0, then the teachers) -> B indices of the most confident candidate, on the true
+    class (``labels``) or on its own top class. Ties go to the lower index, so with one
+    teacher this is :func:`kl_dp_mask` (the teacher only where strictly more confident)."""
+    with torch.no_grad():
+        probabilities = F.softmax(candidate_logits.detach() / temperature, dim=2)
+        if labels is None:
+            confidence = probabilities.max(dim=2).values
+        else:
+            index = labels.long().view(1, -1, 1).expand(probabilities.shape[0], -1, 1)
+            confidence = probabilities.gather(2, index).squeeze(2)
+        # argmax returns the first of equal maxima: the lower index wins a tie.
+        return confidence.argmax(dim=0)
+
+
+class Cancelled(Exception):
+    """The transfer was cancelled: stop at the next batch and keep nothing."""
+
+
+@dataclass
+class Teacher:
+    """A teacher as the transfer sees it: its name, network, pixels and normalisation."""
+
+    name: str
+    model: torch.nn.Module
+    pixels: object
+    norm: tuple
 
 
 class _Normalised:
@@ -225,6 +262,257 @@ def _outputs(model, inputs: _Normalised, index: np.ndarray, pre_logits: bool) ->
     return torch.cat(out)
 
 
+class _Task:
+    """The target task on one device: labels, splits, the student's inputs."""
+
+    def __init__(self, labels, train, test, student_pixels, student_norm, device):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.train, self.test = np.asarray(train), np.asarray(test)
+        self.n_classes = int(self.labels.max()) + 1
+        self.y = torch.as_tensor(self.labels)
+        self.device = torch.device(device)
+        self.student_in = _Normalised(student_pixels, *student_norm, self.device)
+        self.everything = np.arange(self.labels.size)
+
+    def probed(self, model, inputs) -> tuple[torch.Tensor, tuple]:
+        """A frozen network's target logits for every image, through a linear probe fitted
+        on its train-split pre-logits, and that head."""
+        features = _outputs(model.to(self.device), inputs, self.everything, pre_logits=True)
+        head = probe_head(features[self.train].numpy(), self.labels[self.train],
+                          self.n_classes)
+        return features @ head[0].T + head[1], head
+
+    def logits(self, model) -> torch.Tensor:
+        """The student-shaped ``model``'s logits (its target head) for every image."""
+        return _outputs(model, self.student_in, self.everything, pre_logits=False)
+
+    def right(self, logits: torch.Tensor) -> np.ndarray:
+        return (logits[self.test].argmax(1) == self.y[self.test]).numpy()
+
+
+def _distil(task: _Task, student: torch.nn.Module, candidates: list[torch.Tensor],
+            recipe: TransferRecipe, supervised: bool, seed: int, progress) -> dict:
+    """Train ``student`` (in place) with KL+DP towards whichever candidate (index 0 the
+    frozen reference, then teachers; N x C logits each) guides each sample. A new optimiser
+    and schedule; batch-norm statistics kept. Returns the guiding counts per candidate and
+    class and the last loss."""
+    torch.manual_seed(seed)
+    student.train()
+    # Batch-norm statistics stay as they were: the target head was fitted on features made
+    # with them, and letting them drift to the target's batches moved accuracy by tens of
+    # points whatever the teacher taught (the same change with and without labels).
+    for module in student.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    optimiser = torch.optim.AdamW(student.parameters(), lr=recipe.learning_rate,
+                                  weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(task.train) / recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, total))
+    stacked = torch.stack(candidates)  # K x N x C
+    guided = np.zeros((len(candidates), task.n_classes), dtype=np.int64)
+    order = np.random.default_rng(seed)
+    done, loss = 0, None
+    for _ in range(recipe.epochs):
+        shuffled = task.train[order.permutation(len(task.train))]
+        for start in range(0, len(shuffled), recipe.batch_size):
+            index = shuffled[start:start + recipe.batch_size]
+            z = stacked[:, index].to(task.device)
+            labels = task.y[index].to(task.device)
+            chosen = choose_targets(z, labels if supervised else None, recipe.temperature)
+            target = z[chosen, torch.arange(len(index), device=task.device)]
+            # KL towards the chosen candidate's distribution: with one teacher, exactly
+            # kl_dp_loss (its partition is choose_targets with two candidates).
+            batch_loss = _kl(student(task.student_in(index)), target, recipe.temperature)
+            optimiser.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimiser.step()
+            schedule.step()
+            np.add.at(guided, (chosen.cpu().numpy(), task.labels[index]), 1)
+            loss = float(batch_loss.detach())
+            done += 1
+            if progress:
+                progress(done, total)
+    student.eval()
+    return {"guided": guided, "final_loss": loss}
+
+
+def _kl(student_logits, target_logits, temperature: float) -> torch.Tensor:
+    log_target = F.log_softmax(target_logits.detach() / temperature, dim=1)
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    return F.kl_div(log_student, log_target, reduction="batchmean",
+                    log_target=True) * temperature**2
+
+
+def soup(students: list[torch.nn.Module]) -> torch.nn.Module:
+    """The uniform average of the weights of students of one architecture (the integer
+    buffers, batch-norm's counters, are the first student's)."""
+    if not students:
+        raise ValueError("a soup needs at least one student")
+    states = [s.state_dict() for s in students]
+    if any(state.keys() != states[0].keys() for state in states):
+        raise ValueError("the students of a soup must share one architecture")
+    averaged = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            averaged[key] = torch.stack([state[key].float() for state in states]).mean(0) \
+                .to(value.dtype)
+        else:
+            averaged[key] = value.clone()
+    mixed = copy.deepcopy(students[0])
+    mixed.load_state_dict(averaged)
+    return mixed.eval()
+
+
+def _step_report(task: _Task, name: str, model, before_right, teachers_right: dict,
+                 seconds: float, guided=None, extra=None) -> dict:
+    after_right = task.right(task.logits(model))
+    report = {
+        "teacher": name,
+        "accuracy": float(after_right.mean() * 100.0),
+        "delta": transfer_delta(before_right, after_right),
+        "flips": {t: flips_against(after_right, right) for t, right in teachers_right.items()},
+        "seconds": round(seconds, 3),
+    }
+    if guided is not None:
+        report["guided"] = guided
+    return report | (extra or {})
+
+
+def multi_teacher_transfer(
+    teachers: list[Teacher],
+    student: torch.nn.Module,
+    student_pixels,
+    labels,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    student_norm: tuple,
+    mode: str = "sequential",
+    order: str = "ascending",
+    supervised: bool = True,
+    recipe: TransferRecipe = TransferRecipe(),
+    seed: int = 0,
+    device="cpu",
+    progress: Callable[[int, int, int], None] | None = None,
+    on_plan: Callable[[list[str]], None] | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Transfer the knowledge of one or more teachers into the student (module docstring).
+
+    ``mode``: sequential, parallel or soup; ``order`` (sequential): the teachers by their
+    held-out accuracy, ascending (the paper's default) or descending. ``progress(step,
+    done, total)`` is called after every batch (``step`` counts from 0); an exception it
+    raises (:class:`Cancelled`) stops the transfer before anything is returned.
+    ``on_plan(names)``: the teachers in the order they will be used, once their accuracies
+    are known; ``on_step(index, step)``: each step's report as soon as it is done.
+
+    Returns the trained student (eval mode, CPU, its classifier the target head) and a
+    JSON-friendly report: ``steps`` (one per teacher, or per single-teacher run of a soup,
+    then the soup itself: teacher, held-out accuracy, ``delta`` against the initial
+    student, ``flips`` against every teacher, seconds, and for the parallel form
+    ``guided``: per candidate (s0 first) and class, how many train samples it guided),
+    the whole transfer's ``delta``, ``flips_before``/``flips_after`` against every teacher,
+    the teachers' accuracies and order, the recipe.
+    """
+    import time
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}")
+    if not teachers:
+        raise ValueError("give at least one teacher")
+    task = _Task(labels, train, test, student_pixels, student_norm, device)
+    student = student.to(task.device)
+
+    teacher_logits, teachers_right = {}, {}
+    for teacher in teachers:
+        inputs = _Normalised(teacher.pixels, *teacher.norm, task.device)
+        teacher_logits[teacher.name], _ = task.probed(teacher.model, inputs)
+        teachers_right[teacher.name] = task.right(teacher_logits[teacher.name])
+    accuracy = {name: float(right.mean() * 100.0) for name, right in teachers_right.items()}
+    teachers = sorted(teachers, key=lambda t: accuracy[t.name], reverse=order == "descending") \
+        if mode == "sequential" else list(teachers)
+    if on_plan:
+        on_plan([t.name for t in teachers])
+
+    initial_logits, head = task.probed(student, task.student_in)
+    initial = with_target_head(student, *head).to(task.device).eval()
+    before_right = task.right(initial_logits)
+
+    def reporting(step: int):
+        return (lambda done, total: progress(step, done, total)) if progress else None
+
+    steps = []
+
+    def one_teacher(model, anchor_logits, i: int, teacher: Teacher) -> None:
+        """Distil one teacher into ``model`` (guided against ``anchor_logits``): a step."""
+        started = time.perf_counter()
+        out = _distil(task, model, [anchor_logits, teacher_logits[teacher.name]], recipe,
+                      supervised, seed + i, reporting(i))
+        steps.append(_step_report(task, teacher.name, model, before_right, teachers_right,
+                                  time.perf_counter() - started,
+                                  extra={"guided_share": _share(out["guided"]),
+                                         "final_loss": out["final_loss"]}))
+        _done(steps, on_step)
+
+    if mode == "sequential":
+        current, reference_logits = copy.deepcopy(initial), initial_logits
+        for i, teacher in enumerate(teachers):
+            one_teacher(current, reference_logits, i, teacher)
+            reference_logits = task.logits(current)  # s0 := the current student
+        trained = current
+    elif mode == "parallel":
+        started = time.perf_counter()
+        trained = copy.deepcopy(initial)
+        out = _distil(task, trained, [initial_logits] + [teacher_logits[t.name]
+                                                          for t in teachers],
+                      recipe, supervised, seed, reporting(0))
+        steps.append(_step_report(
+            task, " + ".join(t.name for t in teachers), trained, before_right, teachers_right,
+            time.perf_counter() - started,
+            guided={"candidates": ["initial student"] + [t.name for t in teachers],
+                    "per_class": out["guided"].tolist()}))
+        _done(steps, on_step)
+    else:
+        singles = []
+        for i, teacher in enumerate(teachers):
+            single = copy.deepcopy(initial)
+            one_teacher(single, initial_logits, i, teacher)
+            singles.append(single)
+        started = time.perf_counter()
+        trained = soup(singles)
+        steps.append(_step_report(task, "soup", trained, before_right, teachers_right,
+                                  time.perf_counter() - started))
+        _done(steps, on_step)
+    after_right = task.right(task.logits(trained))
+    report = {
+        "mode": mode, "order": order if mode == "sequential" else None,
+        "teachers": [t.name for t in teachers],
+        "steps": steps,
+        "delta": transfer_delta(before_right, after_right),
+        "flips_before": {t: flips_against(before_right, r) for t, r in teachers_right.items()},
+        "flips_after": {t: flips_against(after_right, r) for t, r in teachers_right.items()},
+        "teacher_accuracy": accuracy,
+        "supervised": supervised,
+        "train": int(len(task.train)), "test": int(len(task.test)),
+        "recipe": asdict(recipe),
+    }
+    return trained.cpu().eval(), report
+
+
+def _done(steps: list, on_step) -> None:
+    if on_step:
+        on_step(len(steps) - 1, steps[-1])
+
+
+def _share(guided: np.ndarray) -> float:
+    """The share of guided samples that the teacher (index 1) guided."""
+    total = guided.sum()
+    return float(guided[1:].sum() / total) if total else 0.0
+
+
 def kl_dp_transfer(
     teacher: torch.nn.Module,
     student: torch.nn.Module,
@@ -242,7 +530,7 @@ def kl_dp_transfer(
     device="cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Transfer the teacher's complementary knowledge into the student on a target task.
+    """Transfer one teacher's complementary knowledge into the student on a target task.
 
     ``teacher`` and ``student`` are timm models; each sees its own preprocessing of the same
     images (``*_pixels`` uint8, ``*_norm`` = (mean, std) on the 0-1 scale). Both get a
@@ -254,71 +542,19 @@ def kl_dp_transfer(
     ``flips_before`` and ``flips_after`` (:func:`flips_against` the teacher), the teacher's
     accuracy and the share of train samples the teacher guided.
     """
-    torch.manual_seed(seed)
-    device = torch.device(device)
-    labels = np.asarray(labels, dtype=np.int64)
-    n_classes = int(labels.max()) + 1
-    teacher_in = _Normalised(teacher_pixels, *teacher_norm, device)
-    student_in = _Normalised(student_pixels, *student_norm, device)
-    teacher, student = teacher.to(device), student.to(device)
-
-    # One pass per network over every image: the heads are fitted on the train rows of the
-    # pre-logits, and the frozen networks' logits are those pre-logits through their head.
-    everything = np.arange(labels.size)
-    logits, heads = {}, {}
-    for name, model, inputs in (("teacher", teacher, teacher_in), ("student", student, student_in)):
-        features = _outputs(model, inputs, everything, pre_logits=True)
-        heads[name] = probe_head(features[train].numpy(), labels[train], n_classes)
-        weight, bias = heads[name]
-        logits[name] = features @ weight.T + bias
-    teacher_logits, initial_logits = logits["teacher"], logits["student"]
-    initial = with_target_head(student, *heads["student"]).to(device).eval()
-    y = torch.as_tensor(labels)
-
-    trained = copy.deepcopy(initial).train()
-    # Batch-norm statistics stay as they were: the target head was fitted on features made
-    # with them, and letting them drift to the target's batches moved accuracy by tens of
-    # points whatever the teacher taught (the same change with and without labels).
-    for module in trained.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
-    optimiser = torch.optim.AdamW(trained.parameters(), lr=recipe.learning_rate,
-                                  weight_decay=recipe.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    total = steps_per_epoch * recipe.epochs
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, total))
-    order = np.random.default_rng(seed)
-    done, guided, losses = 0, 0, []
-    for _ in range(recipe.epochs):
-        shuffled = train[order.permutation(len(train))]
-        for start in range(0, len(shuffled), recipe.batch_size):
-            index = shuffled[start:start + recipe.batch_size]
-            z_t, z_0 = teacher_logits[index].to(device), initial_logits[index].to(device)
-            target = y[index].to(device) if supervised else None
-            loss = kl_dp_loss(trained(student_in(index)), z_t, z_0, target, recipe.temperature)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            guided += int(kl_dp_mask(z_t, z_0, target, recipe.temperature).sum())
-            losses.append(float(loss.detach()))
-            done += 1
-            if progress:
-                progress(done, total)
-    after_logits = _outputs(trained, student_in, test, pre_logits=False)
-    truth = y[test]
-    teacher_right = (teacher_logits[test].argmax(1) == truth).numpy()
-    before_right = (initial_logits[test].argmax(1) == truth).numpy()
-    after_right = (after_logits.argmax(1) == truth).numpy()
-    report = {
-        "delta": transfer_delta(before_right, after_right),
-        "flips_before": flips_against(before_right, teacher_right),
-        "flips_after": flips_against(after_right, teacher_right),
-        "teacher_accuracy": float(teacher_right.mean() * 100.0),
-        "teacher_guided": guided / max(1, recipe.epochs * len(train)),
-        "final_loss": losses[-1] if losses else None,
+    trained, report = multi_teacher_transfer(
+        [Teacher("teacher", teacher, teacher_pixels, teacher_norm)], student, student_pixels,
+        labels, train, test, student_norm=student_norm, mode="sequential",
+        supervised=supervised, recipe=recipe, seed=seed, device=device,
+        progress=(lambda step, done, total: progress(done, total)) if progress else None)
+    step = report["steps"][0]
+    return trained, {
+        "delta": report["delta"],
+        "flips_before": report["flips_before"]["teacher"],
+        "flips_after": report["flips_after"]["teacher"],
+        "teacher_accuracy": report["teacher_accuracy"]["teacher"],
+        "teacher_guided": step["guided_share"],
         "supervised": supervised,
-        "train": int(len(train)), "test": int(len(test)),
-        "recipe": asdict(recipe),
+        "train": report["train"], "test": report["test"],
+        "recipe": report["recipe"],
     }
-    return trained.cpu().eval(), report

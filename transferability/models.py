@@ -18,6 +18,8 @@ class TargetDataset(models.Model):
     ``failed`` (ours: a worker or disk problem, said in ``message``).
     """
 
+    SKIPPED_KEPT = 100
+
     class State(models.TextChoices):
         INGESTING = "ingesting", "Ingesting"
         READY = "ready", "Ready"
@@ -44,7 +46,11 @@ class TargetDataset(models.Model):
                              db_index=True)
     message = models.TextField(blank=True)
     skipped = models.JSONField(default=list, blank=True,
-                               help_text="Entries left out with a warning, with the reason.")
+                               help_text="Entries left out with a warning, with the reason: "
+                                         "the first SKIPPED_KEPT of skipped_count.")
+    skipped_count = models.PositiveIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(
+        default=0, help_text="What the unpacked dataset takes in the store (the quota counts it).")
     ingest_done = models.PositiveIntegerField(default=0)
     ingest_total = models.PositiveIntegerField(default=0)
     upload_name = models.CharField(max_length=300, blank=True,
@@ -320,6 +326,17 @@ class Transfer(models.Model):
         SUPERVISED = "supervised", "KL+DP with labels"
         UNSUPERVISED = "unsupervised", "KL+DP without labels"
 
+    class Mode(models.TextChoices):
+        """How several teachers are used (transferability.distillation); one teacher is the
+        plain case of any of them."""
+        SEQUENTIAL = "sequential", "one teacher after another"
+        PARALLEL = "parallel", "all teachers at once, per sample the most confident"
+        SOUP = "soup", "one run per teacher, weights averaged"
+
+    class Order(models.TextChoices):
+        ASCENDING = "ascending", "weakest teacher first"
+        DESCENDING = "descending", "strongest teacher first"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                               related_name="transfers")
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE,
@@ -328,6 +345,13 @@ class Transfer(models.Model):
     student = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT, related_name="+")
     variant = models.CharField(max_length=14, choices=Variant.choices,
                                default=Variant.SUPERVISED)
+    # ``teacher`` is the first of the teachers asked for; every teacher has a step.
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.SEQUENTIAL)
+    order = models.CharField(max_length=12, choices=Order.choices, default=Order.ASCENDING)
+    # The recipe (the paper's defaults: 5 epochs, learning rate 1e-4, temperature 1).
+    epochs = models.PositiveSmallIntegerField(default=5)
+    learning_rate = models.FloatField(default=1e-4)
+    temperature = models.FloatField(default=1.0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
                               db_index=True)
     message = models.TextField(blank=True)
@@ -350,7 +374,17 @@ class Transfer(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.teacher} -> {self.student} ({self.variant})"
+        names = " + ".join(t.name for t in self.teachers)
+        return f"{names} -> {self.student} ({self.variant})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("transfer-detail", args=[self.pk])
+
+    @property
+    def teachers(self) -> list:
+        """The teachers, in the order they were asked for (the steps' order once run); a
+        row made without steps has its one ``teacher``."""
+        return [step.teacher for step in self.steps.all() if step.teacher_id] or [self.teacher]
 
     @property
     def is_finished(self) -> bool:
@@ -361,3 +395,35 @@ class Transfer(models.Model):
         if self.is_finished:
             return 1.0
         return self.steps_done / self.steps_total if self.steps_total else 0.0
+
+
+class TransferStep(models.Model):
+    """One teacher's part of a transfer (for a soup, one single-teacher run, then the soup
+    itself with no teacher), with what it did on the held-out split, in %."""
+
+    transfer = models.ForeignKey(Transfer, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveSmallIntegerField()
+    teacher = models.ForeignKey(Checkpoint, on_delete=models.RESTRICT, null=True, blank=True,
+                                related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    message = models.TextField(blank=True)
+    steps_done = models.PositiveIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    accuracy = models.FloatField(null=True, blank=True)
+    # transfer_delta against the initial student; flips against every teacher, by name.
+    delta = models.JSONField(null=True, blank=True)
+    flips = models.JSONField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["transfer", "index"]
+        constraints = [models.UniqueConstraint(fields=["transfer", "index"],
+                                               name="one_step_per_index")]
+
+    def __str__(self) -> str:
+        return f"step {self.index + 1} of transfer {self.transfer_id}"
+
+    @property
+    def label(self) -> str:
+        return self.teacher.name if self.teacher_id else "soup of the runs above"

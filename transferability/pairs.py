@@ -140,6 +140,24 @@ def _correctness(evaluation: Evaluation, result, class_names, labels) -> tuple:
     return correct, ""
 
 
+def every_correctness(evaluation: Evaluation) -> tuple[dict[str, np.ndarray], str]:
+    """Per checkpoint name, the per-sample correctness of every finished checkpoint of the
+    evaluation; and why some are missing ("" when none is)."""
+    try:
+        class_names, files = read_manifest(evaluation.dataset.root)
+    except (OSError, ValueError, KeyError):
+        return {}, "the dataset's images are no longer in the dataset store"
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    correct, missing = {}, []
+    for result in evaluation.results.select_related("checkpoint").filter(status=Status.DONE):
+        right, why = _correctness(evaluation, result, class_names, labels)
+        if right is None:
+            missing.append(why)
+        else:
+            correct[result.checkpoint.name] = right
+    return correct, "; ".join(missing)
+
+
 def sample_correctness(evaluation: Evaluation, result_a, result_b,
                        pair: dict | None = None) -> SampleData:
     """The per-sample correctness behind a pair, from the feature cache.

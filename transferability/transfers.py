@@ -1,9 +1,11 @@
 """Moving knowledge between checkpoints (KL+DP, docs/science.md section 5): requests.
 
-``submit_transfer`` records a teacher -> student transfer on an evaluation's target dataset
-and queues it (queue ``gpu``; the work is in ``workers.transfers``). ``suggest_pair`` names
-the pair the evaluation page proposes: the top-ranked checkpoint as the student, and as
-teacher the checkpoint with the most positive flips over it (the knowledge it lacks).
+``submit_transfer`` records a transfer from one or more teachers into a student on an
+evaluation's target dataset, one step per teacher, and queues it (queue ``gpu``; the work is
+in ``workers.transfers``); ``cancel_transfer`` stops one. ``suggest_pair`` names the pair the
+evaluation page proposes: the top-ranked checkpoint as the student, and as teacher the
+checkpoint with the most positive flips over it (the knowledge it lacks);
+``propose_teachers`` (transferability.teacher_cover) a set of teachers for one student.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from django.utils import timezone
 
 from zoo.models import Checkpoint
 
-from .models import Evaluation, Status, Transfer
+from .models import Evaluation, Status, Transfer, TransferStep
 from .submission import Conflict, SubmissionError, require_a_held_out_split
 
 log = logging.getLogger(__name__)
@@ -43,26 +45,91 @@ def _finished_checkpoint(evaluation: Evaluation, key, role: str):
     return found.checkpoint
 
 
-def submit_transfer(owner, evaluation: Evaluation, teacher, student,
-                    variant: str = Transfer.Variant.SUPERVISED,
-                    enqueue_work: bool = True) -> Transfer:
+MAX_TEACHERS = 8
+# What the form and the API accept beside the paper's defaults (TransferRecipe).
+EPOCHS = (1, 50)
+LEARNING_RATES = (1e-6, 0.1)
+TEMPERATURES = (0.1, 20.0)
+CANCELLED = "cancelled by its owner"
+
+
+def submit_transfer(owner, evaluation: Evaluation, teachers, student,
+                    variant: str = Transfer.Variant.SUPERVISED, enqueue_work: bool = True, *,
+                    mode: str = Transfer.Mode.SEQUENTIAL, order: str = Transfer.Order.ASCENDING,
+                    epochs=None, learning_rate=None, temperature=None) -> Transfer:
+    """Record and queue a transfer. ``teachers``: one checkpoint (id, name or object) or a
+    list of them; ``mode`` and ``order`` as in :class:`Transfer`; ``epochs``,
+    ``learning_rate``, ``temperature``: None for the paper's defaults."""
     if evaluation.owner_id != owner.pk:
         raise SubmissionError("that evaluation is not yours")
     if variant not in Transfer.Variant.values:
         raise SubmissionError(f"variant must be one of {', '.join(Transfer.Variant.values)}")
+    if mode not in Transfer.Mode.values:
+        raise SubmissionError(f"mode must be one of {', '.join(Transfer.Mode.values)}")
+    if order not in Transfer.Order.values:
+        raise SubmissionError(f"order must be one of {', '.join(Transfer.Order.values)}")
+    recipe = {"epochs": _within(epochs, "epochs", EPOCHS, whole=True),
+              "learning_rate": _within(learning_rate, "learning_rate", LEARNING_RATES),
+              "temperature": _within(temperature, "temperature", TEMPERATURES)}
     if not evaluation.is_finished:
         raise Conflict("the evaluation is still running; transfer once it has finished")
-    teacher = _finished_checkpoint(evaluation, teacher, "teacher")
+    keys = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+    if not keys:
+        raise SubmissionError("give at least one teacher")
+    if len(keys) > MAX_TEACHERS:
+        raise SubmissionError(f"at most {MAX_TEACHERS} teachers in one transfer")
+    chosen = [_finished_checkpoint(evaluation, key, "teacher") for key in keys]
+    chosen = list({c.pk: c for c in chosen}.values())  # each once, in the order given
     student = _finished_checkpoint(evaluation, student, "student")
-    if teacher.pk == student.pk:
-        raise SubmissionError("teacher and student must be different checkpoints")
+    if any(t.pk == student.pk for t in chosen):
+        raise SubmissionError("the student cannot be one of its teachers")
     require_a_held_out_split(evaluation.dataset)
     with transaction.atomic():
-        transfer = Transfer.objects.create(owner=owner, evaluation=evaluation, teacher=teacher,
-                                           student=student, variant=variant)
+        transfer = Transfer.objects.create(
+            owner=owner, evaluation=evaluation, teacher=chosen[0], student=student,
+            variant=variant, mode=mode, order=order,
+            **{k: v for k, v in recipe.items() if v is not None})
+        TransferStep.objects.bulk_create(
+            [TransferStep(transfer=transfer, index=i, teacher=t) for i, t in enumerate(chosen)]
+            + ([TransferStep(transfer=transfer, index=len(chosen))]
+               if mode == Transfer.Mode.SOUP else []))
         if enqueue_work:
             transaction.on_commit(lambda: enqueue_transfer(transfer.pk))
     return transfer
+
+
+def _within(value, name: str, bounds: tuple, whole: bool = False):
+    """None, or ``value`` as a number within ``bounds``; else a SubmissionError naming it."""
+    if value is None or value == "":
+        return None
+    low, high = bounds
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if whole:
+            if number != int(number):
+                raise ValueError
+            number = int(number)
+    except (TypeError, ValueError):
+        kind = "a whole number" if whole else "a number"
+        raise SubmissionError(f"{name} must be {kind} from {low:g} to {high:g}") from None
+    if not low <= number <= high:
+        raise SubmissionError(f"{name} must be from {low:g} to {high:g}, not {number:g}")
+    return number
+
+
+def cancel_transfer(transfer: Transfer) -> None:
+    """Stop a transfer: its worker stops at the next batch and saves nothing."""
+    with transaction.atomic():
+        transfer = Transfer.objects.select_for_update().get(pk=transfer.pk)
+        if transfer.is_finished:
+            raise Conflict(f"the transfer has already finished ({transfer.status})")
+        now = timezone.now()
+        Transfer.objects.filter(pk=transfer.pk).update(status=Status.FAILED, message=CANCELLED,
+                                                      finished_at=now)
+        transfer.steps.exclude(status__in=(Status.DONE, Status.FAILED)).update(
+            status=Status.FAILED, message=CANCELLED)
 
 
 def enqueue_transfer(transfer_id: int) -> None:
@@ -150,8 +217,14 @@ def transfer_payload(transfer: Transfer, request=None) -> dict:
         "url": request.build_absolute_uri(url) if request else url,
         "evaluation": transfer.evaluation_id,
         "teacher": transfer.teacher.name,
+        "teachers": [t.name for t in transfer.teachers],
         "student": transfer.student.name,
         "variant": transfer.variant,
+        "mode": transfer.mode,
+        "order": transfer.order if transfer.mode == Transfer.Mode.SEQUENTIAL else None,
+        "recipe": {"epochs": transfer.epochs, "learning_rate": transfer.learning_rate,
+                   "temperature": transfer.temperature},
+        "steps": [step_payload(step) for step in transfer.steps.all()],
         "status": transfer.status,
         "progress": round(transfer.progress, 4),
         "message": transfer.message,
@@ -163,4 +236,21 @@ def transfer_payload(transfer: Transfer, request=None) -> dict:
         "checkpoint_name": transfer.result_checkpoint.name if transfer.result_checkpoint else None,
         "created_at": transfer.created_at,
         "finished_at": transfer.finished_at,
+    }
+
+
+def step_payload(step: TransferStep) -> dict:
+    return {
+        "index": step.index,
+        "teacher": step.teacher.name if step.teacher_id else None,
+        "label": step.label,
+        "status": step.status,
+        "message": step.message,
+        "progress": round(step.steps_done / step.steps_total, 4) if step.steps_total else (
+            1.0 if step.status == Status.DONE else 0.0),
+        "accuracy": step.accuracy,
+        "delta": step.delta,
+        "flips": step.flips,
+        "seconds": step.seconds,
+        "details": step.details,
     }

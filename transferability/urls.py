@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views
+from . import transfer_views, views
 
 
 class IdConverter:
@@ -39,4 +39,6 @@ urlpatterns = [
          name="evaluation-pair"),
     path("evaluations/<id:pk>/results/<id:result_id>/features.npz", views.result_features,
          name="result-features"),
+    path("transfers/<id:pk>/", transfer_views.transfer_detail, name="transfer-detail"),
+    path("transfers/<id:pk>/cancel/", transfer_views.transfer_cancel, name="transfer-cancel"),
 ]

@@ -23,6 +23,7 @@ from zoo.models import Checkpoint
 from . import charts
 from .api.cancellation import UNFINISHED, cancel_evaluation, delete_evaluation
 from .api.serializers import evaluation_payload
+from .api.throttling import page_refusal
 from .comparison import MAX_COMPARED, CompareError, compare, parse_ids
 from .datasets import (TINY_CLASS_IMAGES, ArchiveError, accept_upload, archive_limits,
                        dataset_warnings, ensure_statistics, ingest_policy)
@@ -34,10 +35,13 @@ from .metrics import REGISTRY
 from .pairs import (PRE_LOGITS, direction_summary, find_pair, flip_examples, pair_rows,
                     sample_correctness)
 from .predictors import predictor_report
+from .quota import storage_use
 from .recommendation import recommend
 from .results import approximation_notes, lead_of, metric_columns, rank_choices, ranked_rows
 from .submission import SubmissionError, retry, stalled_results, submit_evaluation
-from .transfers import submit_transfer, suggest_pair
+from .teacher_cover import propose_all
+from .transfer_recipe import TransferRecipe
+from .transfers import MAX_TEACHERS, submit_transfer, suggest_pair
 from .verification import (MAX_SEEDS, PAGE_SEEDS, REFERENCES, estimate_minutes, submit_truth,
                            truth_payload)
 
@@ -55,6 +59,7 @@ def dashboard(request):
         "evaluation_count": evaluations.count(),
         "zoo_size": Checkpoint.objects.visible_to(request.user).count(),
         "zoo_enabled": Checkpoint.objects.visible_to(request.user).filter(enabled=True).count(),
+        "storage": storage_use(request.user),
     })
 
 
@@ -72,6 +77,10 @@ def predictors(request):
 
 @login_required
 def dataset_upload(request):
+    if request.method == "POST" and (refusal := page_refusal(request)):
+        return _refused_form(request, "transferability/dataset_upload.html", refusal, {
+            "form": DatasetUploadForm(request.POST, request.FILES), "limits": archive_limits(),
+            "policy": ingest_policy(), "storage": storage_use(request.user)})
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -85,8 +94,8 @@ def dataset_upload(request):
                                       f"are being checked and unpacked.")
             return redirect(dataset)
     return render(request, "transferability/dataset_upload.html", {
-        "form": form, "limits": archive_limits(), "policy": ingest_policy()})
-    return render(request, "transferability/dataset_upload.html", {"form": form})
+        "form": form, "limits": archive_limits(), "policy": ingest_policy(),
+        "storage": storage_use(request.user)})
 
 
 @login_required
@@ -94,8 +103,12 @@ def dataset_detail(request, pk):
     dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
     if not dataset.is_ready:
         return render(request, "transferability/dataset_ingest.html", {"dataset": dataset})
+    refusal = page_refusal(request) if request.method == "POST" else None
     form = EvaluationForm(request.POST or None, user=request.user, dataset=dataset)
-    if request.method == "POST" and form.is_valid():
+    if refusal is not None:
+        form.full_clean()  # the user's choices stay on the form, with the reason above them
+        form.add_error(None, refusal[0])
+    elif request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             evaluation = submit_evaluation(
@@ -111,7 +124,7 @@ def dataset_detail(request, pk):
     twins = (TargetDataset.objects.filter(owner=request.user, content_hash=dataset.content_hash)
              .exclude(pk=dataset.pk).only("pk", "name"))
     page = Paginator(classes, GRID_CLASSES_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "transferability/dataset_detail.html", {
+    response = render(request, "transferability/dataset_detail.html", {
         "dataset": dataset, "form": form, "classes": classes,
         "delete_question": dataset_delete_question(dataset),
         "evaluations": dataset.evaluations.defer("complementarity")
@@ -125,7 +138,24 @@ def dataset_detail(request, pk):
                                               TINY_CLASS_IMAGES) if dataset.class_names else "",
         "grid": page, "grid_classes": _thumbnail_grid(dataset, page.object_list),
         "duplicate_examples": _duplicate_examples(dataset, stats),
+        "storage": storage_use(request.user),
     })
+    return _with_refusal(response, refusal)
+
+
+def _refused_form(request, template: str, refusal: tuple[str, int], context: dict):
+    """A form page whose POST was over the submission limit: the form again, the reason
+    and when to retry above it, 429 with the API's Retry-After."""
+    context["form"].full_clean()
+    context["form"].add_error(None, refusal[0])
+    return _with_refusal(render(request, template, context), refusal)
+
+
+def _with_refusal(response, refusal):
+    if refusal is not None:
+        response.status_code = 429
+        response["Retry-After"] = str(refusal[1])
+    return response
 
 
 STATS_ON_VIEW_LIMIT = 5000  # a dataset from before upload-time statistics: measured on view
@@ -199,6 +229,9 @@ def dataset_delete(request, pk):
 @require_POST
 def evaluation_retry(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    if refusal := page_refusal(request):
+        messages.error(request, refusal[0])
+        return redirect(evaluation)
     try:
         count = retry(evaluation)
     except SubmissionError as exc:
@@ -213,6 +246,9 @@ def evaluation_retry(request, pk):
 @require_POST
 def evaluation_truth(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    if refusal := page_refusal(request):
+        messages.error(request, refusal[0])
+        return redirect(f"{evaluation.get_absolute_url()}#truth")
     mode = request.POST.get("mode", GroundTruth.Mode.FINETUNE)
     budget, strategy = request.POST.get("budget"), request.POST.get("strategy", "")
     seeds = request.POST.get("seeds", "1")
@@ -237,16 +273,26 @@ def evaluation_truth(request, pk):
 @require_POST
 def evaluation_transfer(request, pk):
     evaluation = get_object_or_404(Evaluation, pk=pk, owner=request.user)
+    if refusal := page_refusal(request):
+        messages.error(request, refusal[0])
+        return redirect(f"{evaluation.get_absolute_url()}#transfer")
+    post = request.POST
     try:
-        transfer = submit_transfer(request.user, evaluation, request.POST.get("teacher", ""),
-                                   request.POST.get("student", ""),
-                                   variant=request.POST.get("variant",
-                                                            Transfer.Variant.SUPERVISED))
+        transfer = submit_transfer(
+            request.user, evaluation, post.getlist("teachers") or post.get("teacher", ""),
+            post.get("student", ""), variant=post.get("variant", Transfer.Variant.SUPERVISED),
+            mode=post.get("mode", Transfer.Mode.SEQUENTIAL),
+            order=post.get("order", Transfer.Order.ASCENDING), epochs=post.get("epochs"),
+            learning_rate=post.get("learning_rate"), temperature=post.get("temperature"))
     except SubmissionError as exc:
         messages.error(request, f"Transfer not started: {exc}.")
     else:
-        messages.success(request, f"Transferring {transfer.teacher.name} into "
-                                  f"{transfer.student.name} ({transfer.get_variant_display()}).")
+        teachers = [t.name for t in transfer.teachers]
+        how = f", {transfer.get_mode_display()}" if len(teachers) > 1 else ""
+        messages.success(request, f"Transferring {' + '.join(teachers)} into "
+                                  f"{transfer.student.name} ({transfer.get_variant_display()}"
+                                  f"{how}).")
+        return redirect(transfer)
     return redirect(f"{evaluation.get_absolute_url()}#transfer")
 
 
@@ -313,11 +359,16 @@ def evaluation_detail(request, pk):
         "warning_notes": _warning_notes(warnings),
         "chosen_metric": ranking or next((s.name for s in columns if s.kind == "metric"), ""),
         "transfers": evaluation.transfers.select_related("teacher", "student",
-                                                         "result_checkpoint"),
+                                                         "result_checkpoint")
+                               .prefetch_related("steps__teacher"),
         "transfer_choices": [r.checkpoint.name for r in rows if r.result.status == Status.DONE],
         "transfer_variants": Transfer.Variant.choices,
+        "transfer_modes": Transfer.Mode.choices, "transfer_orders": Transfer.Order.choices,
+        "transfer_recipe": TransferRecipe(),
+        "transfer_max_teachers": MAX_TEACHERS,
         "suggestion": suggest_pair(evaluation, rows, recommendation.checkpoint.name
                                    if recommendation else None),
+        "teacher_proposals": teacher_proposals(evaluation, rows),
         "truth_modes": GroundTruth.Mode.choices,
         "seed_choices": [(1, "1 split"), (PAGE_SEEDS, f"{PAGE_SEEDS} splits: mean ± error"),
                          (5, "5 splits")], "page_seeds": PAGE_SEEDS,
@@ -757,6 +808,9 @@ def evaluation_rerun(request, pk):
     checkpoints since disabled or no longer visible are left out, and the message says so."""
     evaluation = get_object_or_404(Evaluation.objects.select_related("dataset"), pk=pk,
                                    owner=request.user)
+    if refusal := page_refusal(request):
+        messages.error(request, f"Evaluation {pk} not re-run: {refusal[0]}")
+        return _back(request, evaluation)
     checkpoints = list(Checkpoint.objects.filter(results__evaluation=evaluation).order_by("name"))
     visible = set(Checkpoint.objects.visible_to(request.user)
                   .filter(pk__in=[c.pk for c in checkpoints]).values_list("pk", flat=True))
@@ -778,3 +832,11 @@ def evaluation_rerun(request, pk):
                               f"{len(kept)} of its {_counted(len(checkpoints), 'checkpoint')}."
                               f"{left_out_note}")
     return redirect(new)
+
+
+def teacher_proposals(evaluation, rows) -> list[dict]:
+    """For every finished checkpoint as the student, the proposed teachers (a greedy cover
+    of its errors); empty until the evaluation is done."""
+    if evaluation.status != Status.DONE:
+        return []
+    return propose_all(evaluation)

@@ -62,7 +62,8 @@ def ingest_upload(dataset_id: int) -> str | None:
 
     try:
         with healing.deadline(), local_copy(dataset.upload_name) as archive:
-            unpacked = unpack_image_folder(archive, dest, archive_limits(), progress=progress)
+            limits = archive_limits(dataset.owner, leave_out=dataset)
+            unpacked = unpack_image_folder(archive, dest, limits, progress=progress)
             publish(dataset.store_dir, dest)
     except ArchiveError as exc:
         return _end(dataset, State.REFUSED, str(exc))

@@ -440,12 +440,12 @@ def test_an_evaluation_is_not_deleted_while_its_ground_truth_is_measured(api, pe
 
 @pytest.fixture
 def submit_rate(settings):
-    from django.core.cache import cache
+    from django.core.cache import caches
 
-    cache.clear()
+    caches["limits"].clear()
     settings.ZOORANK_SUBMIT_RATE = "3/minute"
     yield
-    cache.clear()
+    caches["limits"].clear()
 
 
 def test_submissions_beyond_the_rate_answer_429_with_when_to_retry(submit_rate, api,
@@ -466,7 +466,8 @@ def test_submissions_beyond_the_rate_answer_429_with_when_to_retry(submit_rate, 
     assert refused.status_code == 429
     assert refused["Retry-After"] == "60"
     assert refused.json() == {
-        "detail": "Too many submissions: at most 3 per minute. Try again in 60 seconds.",
+        "detail": "Too many submissions: at most 3 per minute, pages and API together. "
+                  "Try again in 60 seconds.",
         "retry_after": 60}
     assert Evaluation.objects.count() == 1
     evaluation = Evaluation.objects.get()
@@ -482,12 +483,12 @@ def test_submissions_beyond_the_rate_answer_429_with_when_to_retry(submit_rate, 
 
 def test_a_throttle_without_its_cache_lets_submissions_through(api, dataset, submit_rate,
                                                                monkeypatch):
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     def down(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(cache, "get", down)
+    monkeypatch.setattr(caches["limits"], "get", down)
     saved_checkpoint("ck-a")
     for _ in range(4):
         response = api.post("/api/evaluations/", {"dataset": dataset.pk, "checkpoints": "all"},

@@ -206,3 +206,123 @@ def test_kl_dp_keeps_the_students_batch_norm_statistics():
                if k.endswith("weight") and "running" not in k and k in after
                and v.shape == after[k].shape and not torch.equal(v, after[k])]
     assert changed  # the weights did train
+
+
+# Several teachers -------------------------------------------------------------------------
+
+def test_choose_targets_picks_the_most_confident_candidate_ties_to_the_lower_index():
+    from transferability.distillation import choose_targets
+
+    s0 = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    t1 = torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    t2 = torch.tensor([[5.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 0, 1])
+    assert choose_targets(torch.stack([s0, t1, t2]), labels).tolist() == [2, 0, 1]
+    # Two candidates: exactly kl_dp_mask.
+    both = torch.stack([s0, t1])
+    assert choose_targets(both, labels).bool().tolist() == kl_dp_mask(t1, s0, labels).tolist()
+    assert choose_targets(both).bool().tolist() == kl_dp_mask(t1, s0).tolist()
+
+
+def test_a_soup_is_the_uniform_average_of_the_weights():
+    from transferability.distillation import soup
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    mixed = soup([a, b])
+    assert torch.allclose(mixed.weight, (a.weight + b.weight) / 2)
+    assert torch.allclose(mixed.bias, (a.bias + b.bias) / 2)
+    with pytest.raises(ValueError, match="one architecture"):
+        soup([a, torch.nn.Linear(2, 3, bias=False)])
+
+
+def _three_teachers():
+    import timm
+
+    torch.manual_seed(0)
+    from transferability.distillation import Teacher
+
+    norm = ([0.5] * 3, [0.25] * 3)
+    pixels, labels = colour_images()
+    return [Teacher(f"t{i}", timm.create_model("test_resnet", pretrained=False, num_classes=0),
+                    pixels, norm) for i in range(3)], pixels, labels, norm
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel", "soup"])
+def test_every_form_reports_its_steps_flips_against_every_teacher(mode):
+    import timm
+
+    from transferability.distillation import multi_teacher_transfer
+
+    teachers, pixels, labels, norm = _three_teachers()
+    test = np.arange(0, labels.size, 3)
+    train = np.setdiff1d(np.arange(labels.size), test)
+    student = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=16)
+    seen = []
+    trained, report = multi_teacher_transfer(
+        teachers, student, pixels, labels, train, test, student_norm=norm, mode=mode,
+        recipe=TransferRecipe(epochs=1, learning_rate=1e-3, batch_size=8),
+        progress=lambda step, done, total: seen.append((step, done, total)))
+    steps = report["steps"]
+    assert len(steps) == {"sequential": 3, "parallel": 1, "soup": 4}[mode]
+    for step in steps:
+        assert set(step["flips"]) == {"t0", "t1", "t2"}
+        assert step["delta"]["n_samples"] == len(test)
+    assert report["delta"]["accuracy_after"] == pytest.approx(steps[-1]["accuracy"])
+    assert {s for s, _, _ in seen} == set(range({"parallel": 1}.get(mode, 3)))
+    if mode == "sequential":  # ascending by the teachers' held-out accuracy
+        accuracy = report["teacher_accuracy"]
+        assert [accuracy[t] for t in report["teachers"]] == sorted(accuracy.values())
+    if mode == "parallel":
+        guided = np.array(steps[0]["guided"]["per_class"])
+        assert guided.shape == (4, 3) and guided.sum() == len(train)
+        assert steps[0]["guided"]["candidates"][0] == "initial student"
+    with torch.inference_mode():
+        x = (torch.from_numpy(pixels[test]).float() - 127.5) / 63.75
+        right = (trained(x).argmax(1).numpy() == labels[test]).mean() * 100
+    assert right == pytest.approx(report["delta"]["accuracy_after"])
+
+
+def test_sequential_resets_the_reference_to_the_current_student(monkeypatch):
+    """Before each teacher, s0 is the student as the previous step left it."""
+    import timm
+
+    from transferability import distillation
+
+    teachers, pixels, labels, norm = _three_teachers()
+    test = np.arange(0, labels.size, 3)
+    train = np.setdiff1d(np.arange(labels.size), test)
+    real, references, after = distillation._distil, [], []
+
+    def recording(task, student, candidates, *args):
+        references.append(candidates[0].clone())
+        out = real(task, student, candidates, *args)
+        after.append(task.logits(student))
+        return out
+
+    monkeypatch.setattr(distillation, "_distil", recording)
+    student = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=16)
+    distillation.multi_teacher_transfer(
+        teachers[:2], student, pixels, labels, train, test, student_norm=norm,
+        recipe=TransferRecipe(epochs=1, learning_rate=1e-2, batch_size=8))
+    assert torch.allclose(references[1], after[0], atol=1e-5)
+    assert not torch.allclose(references[1], references[0], atol=1e-3)
+
+
+def test_a_cancel_raised_by_progress_stops_the_transfer():
+    import timm
+
+    from transferability.distillation import Cancelled, multi_teacher_transfer
+
+    teachers, pixels, labels, norm = _three_teachers()
+    student = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=16)
+
+    def cancel(step, done, total):
+        if step == 1:
+            raise Cancelled("cancelled by its owner")
+
+    with pytest.raises(Cancelled):
+        test = np.arange(0, labels.size, 3)
+        multi_teacher_transfer(teachers, student, pixels, labels,
+                               np.setdiff1d(np.arange(labels.size), test), test,
+                               student_norm=norm, mode="soup",
+                               recipe=TransferRecipe(epochs=1, batch_size=8), progress=cancel)

@@ -88,7 +88,7 @@ def test_the_unsupervised_variant_runs_too(evaluation, owner):
 
 
 @pytest.mark.parametrize("body, code, message", [
-    ({"teacher": "student-vit", "student": "student-vit"}, 400, "must be different"),
+    ({"teacher": "student-vit", "student": "student-vit"}, 400, "cannot be one of its teachers"),
     ({"teacher": "nope", "student": "student-vit"}, 400, "teacher nope is not a finished"),
     ({"teacher": 2**70, "student": "student-vit"}, 400, "is not a finished"),
     ({"teacher": [1], "student": "student-vit"}, 400, "checkpoint id or name"),
@@ -126,9 +126,14 @@ def test_the_page_suggests_a_pair_and_lists_transfers(evaluation, owner, client,
     assert ("Suggested:" in page) == stronger and ("No transfer is suggested" in page) != stronger
     response = client.post(f"/evaluations/{evaluation.pk}/transfer/",
                            {"teacher": "teacher-resnet", "student": "student-vit"})
-    assert response.status_code == 302 and response["Location"].endswith("#transfer")
+    assert response.status_code == 302
+    transfer = Transfer.objects.get()
+    assert response["Location"] == transfer.get_absolute_url()
+    own_page = client.get(response["Location"]).content.decode()
+    assert 'id="transfer-steps"' in own_page and "teacher-resnet" in own_page
     page = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
     assert 'id="transfers"' in page and "teacher-resnet" in page
     refused = client.post(f"/evaluations/{evaluation.pk}/transfer/",
                           {"teacher": "teacher-resnet", "student": "teacher-resnet"}, follow=True)
-    assert "Transfer not started: teacher and student must be different" in refused.content.decode()
+    assert "Transfer not started: the student cannot be one of its teachers" in \
+        refused.content.decode()

@@ -9,11 +9,10 @@ unknown /api/ URL, a server error) answer the same shape (config/errors.py).
 
 import math
 
-from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .throttling import SUBMIT_SCOPE
+from .throttling import SUBMIT_SCOPE, duration, submissions_refused
 
 
 def exception_handler(exc, context):
@@ -55,20 +54,7 @@ def _flatten(errors, field=""):
 
 
 def throttled_detail(wait, view) -> str:
-    when = f"Try again in {_duration(wait)}." if wait is not None else "Try again later."
     if getattr(view, "throttle_scope", None) == SUBMIT_SCOPE:
-        count, period = settings.ZOORANK_SUBMIT_RATE.split("/")
-        unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[0]]
-        return f"Too many submissions: at most {count} per {unit}. {when}"
+        return submissions_refused(wait)
+    when = f"Try again in {duration(wait)}." if wait is not None else "Try again later."
     return f"Too many requests. {when}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(1, math.ceil(seconds))
-    if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
-    minutes = math.ceil(seconds / 60)
-    if minutes < 90:
-        return f"{minutes} minutes"
-    hours = math.ceil(seconds / 3600)
-    return f"{hours} hours"

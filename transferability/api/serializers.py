@@ -7,7 +7,8 @@ from ..leakage import leaked_among, leaked_checkpoints
 from ..metrics import REGISTRY
 from ..models import Evaluation, GroundTruth, Status, TargetDataset, Transfer
 from ..results import ranked_rows, relative_to_set
-from ..transfers import transfer_payload
+from ..transfers import (EPOCHS, LEARNING_RATES, MAX_TEACHERS, TEMPERATURES,
+                         transfer_payload)
 from ..verification import truth_payload
 
 ID_OR_NAME = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
@@ -16,16 +17,17 @@ ID_OR_NAME = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 class TargetDatasetSerializer(serializers.ModelSerializer):
     """A dataset; ``state`` is ``ingesting`` until a worker has checked and unpacked its
     archive (``ingest_done`` of ``ingest_total`` image entries), then ``ready``, or
-    ``refused`` / ``failed`` with the reason in ``message``. ``skipped`` lists the entries
-    left out with a warning."""
+    ``refused`` / ``failed`` with the reason in ``message``. ``skipped`` lists the first 100
+    of the ``skipped_count`` entries left out with a warning. ``stored_bytes``: what the
+    unpacked dataset takes of the owner's storage quota."""
 
     url = serializers.HyperlinkedIdentityField(view_name="api-dataset-detail")
 
     class Meta:
         model = TargetDataset
         fields = ["id", "url", "name", "state", "message", "ingest_done", "ingest_total",
-                  "class_names", "class_counts", "num_images", "skipped", "archive_bytes",
-                  "content_hash", "created_at", "ingested_at"]
+                  "class_names", "class_counts", "num_images", "skipped", "skipped_count",
+                  "archive_bytes", "stored_bytes", "content_hash", "created_at", "ingested_at"]
 
 
 class DatasetUploadSerializer(serializers.Serializer):
@@ -268,11 +270,32 @@ class CheckpointReferenceField(serializers.JSONField):
 
 
 class TransferCreateSerializer(serializers.Serializer):
+    """One teacher (``teacher``) or several (``teachers``, used as ``mode`` says); the
+    recipe's fields left out take the paper's defaults (5 epochs, 1e-4, temperature 1)."""
+
     evaluation = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
-    teacher = CheckpointReferenceField()
+    teacher = CheckpointReferenceField(required=False)
+    teachers = serializers.ListField(child=CheckpointReferenceField(), required=False,
+                                     min_length=1, max_length=MAX_TEACHERS)
     student = CheckpointReferenceField()
     variant = serializers.ChoiceField(choices=Transfer.Variant.choices,
                                       default=Transfer.Variant.SUPERVISED)
+    mode = serializers.ChoiceField(choices=Transfer.Mode.choices,
+                                   default=Transfer.Mode.SEQUENTIAL)
+    order = serializers.ChoiceField(choices=Transfer.Order.choices,
+                                    default=Transfer.Order.ASCENDING,
+                                    help_text="Sequential: the teachers by held-out accuracy.")
+    epochs = serializers.IntegerField(required=False, min_value=EPOCHS[0], max_value=EPOCHS[1])
+    learning_rate = serializers.FloatField(required=False, min_value=LEARNING_RATES[0],
+                                           max_value=LEARNING_RATES[1])
+    temperature = serializers.FloatField(required=False, min_value=TEMPERATURES[0],
+                                         max_value=TEMPERATURES[1])
+
+    def validate(self, data):
+        if ("teacher" in data) == ("teachers" in data):
+            raise serializers.ValidationError("give either teacher or teachers")
+        data["teachers"] = data.pop("teachers", None) or [data.pop("teacher")]
+        return data
 
 
 # Read side. The payload functions above (and transfer_payload) build the bodies the API
@@ -553,15 +576,48 @@ class EvaluationCreatedSerializer(EvaluationSerializer):
                   "(or its twin), with the reason; empty when checkpoints were named.")
 
 
+class TransferRecipeSerializer(serializers.Serializer):
+    epochs = serializers.IntegerField()
+    learning_rate = serializers.FloatField()
+    temperature = serializers.FloatField()
+
+
+class TransferStepSerializer(serializers.Serializer):
+    """One teacher's part (a soup: each single-teacher run, then the soup, teacher null)."""
+
+    index = serializers.IntegerField()
+    teacher = serializers.CharField(allow_null=True)
+    label = serializers.CharField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    message = serializers.CharField()
+    progress = serializers.FloatField()
+    accuracy = serializers.FloatField(allow_null=True, help_text="Held-out, in %.")
+    delta = serializers.DictField(allow_null=True,
+                                  help_text="Against the initial student, in %.")
+    flips = serializers.DictField(allow_null=True,
+                                  help_text="Against every teacher, by name: positive and "
+                                            "negative, in %.")
+    seconds = serializers.FloatField(allow_null=True)
+    details = serializers.DictField(help_text="The parallel form's `guided`: per candidate "
+                                              "(the initial student first) and class, the "
+                                              "train samples it guided.")
+
+
 class TransferSerializer(serializers.Serializer):
     """A knowledge transfer (KL+DP) and, once done, its outcome."""
 
     id = serializers.IntegerField()
     url = serializers.URLField()
     evaluation = serializers.IntegerField()
-    teacher = serializers.CharField()
+    teacher = serializers.CharField(help_text="The first teacher asked for.")
+    teachers = serializers.ListField(child=serializers.CharField(),
+                                     help_text="Every teacher, in the order they ran.")
     student = serializers.CharField()
     variant = serializers.ChoiceField(choices=Transfer.Variant.choices)
+    mode = serializers.ChoiceField(choices=Transfer.Mode.choices)
+    order = serializers.ChoiceField(choices=Transfer.Order.choices, allow_null=True)
+    recipe = TransferRecipeSerializer()
+    steps = TransferStepSerializer(many=True)
     status = serializers.ChoiceField(choices=Status.choices)
     progress = serializers.FloatField()
     message = serializers.CharField()

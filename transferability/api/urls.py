@@ -24,6 +24,8 @@ urlpatterns = [
          name="api-evaluation-truth"),
     path("transfers/", views.TransferList.as_view(), name="api-transfer-list"),
     path("transfers/<int:pk>/", views.TransferDetail.as_view(), name="api-transfer-detail"),
+    path("transfers/<int:pk>/cancel/", views.TransferCancel.as_view(),
+         name="api-transfer-cancel"),
     path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
     path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
 ]

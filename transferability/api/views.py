@@ -12,8 +12,9 @@ from zoo.models import Checkpoint
 from ..datasets import ArchiveError, accept_upload
 from ..metrics import REGISTRY
 from ..models import Evaluation, TargetDataset, Transfer
+from ..quota import check_upload
 from ..submission import Conflict, SubmissionError, retry, submit_evaluation
-from ..transfers import submit_transfer
+from ..transfers import cancel_transfer, submit_transfer
 from ..verification import submit_truth
 from .cancellation import cancel_evaluation, delete_evaluation
 from .schema import error, invalid
@@ -81,6 +82,12 @@ class DatasetList(Submissions, generics.ListAPIView):
         400: invalid("Not a zip, or over the size limit: the reason is under `file`."),
     })
     def post(self, request):
+        # Before the body is read: an upload that cannot fit the quota is not even stored.
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        try:
+            check_upload(request.user, int(declared) if declared.isdecimal() else 0)
+        except ArchiveError as exc:
+            raise serializers.ValidationError({"file": [str(exc)]}) from None
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         try:
@@ -271,9 +278,11 @@ class MetricList(generics.ListAPIView):
 
 @extend_schema(tags=["transfers"])
 class TransferList(Submissions, generics.ListAPIView):
-    """GET: your transfers, newest first. POST {"evaluation", "teacher", "student"
-    [, "variant"]} (checkpoint ids or names): distil the teacher into the student with KL+DP
-    on the evaluation's dataset; 202 with a Location to poll."""
+    """GET: your transfers, newest first. POST {"evaluation", "teacher" or "teachers",
+    "student" [, "variant", "mode", "order", "epochs", "learning_rate", "temperature"]}
+    (checkpoint ids or names): distil the teachers into the student with KL+DP on the
+    evaluation's dataset (several: sequential, parallel or soup); 202 with a Location to
+    poll."""
 
     def get_queryset(self):
         return (Transfer.objects.filter(owner=self.request.user)
@@ -298,8 +307,11 @@ class TransferList(Submissions, generics.ListAPIView):
             raise serializers.ValidationError(
                 {"evaluation": [f"No evaluation {data['evaluation']} of yours."]})
         try:
-            transfer = submit_transfer(request.user, evaluation, data["teacher"],
-                                       data["student"], variant=data["variant"])
+            transfer = submit_transfer(
+                request.user, evaluation, data["teachers"], data["student"],
+                variant=data["variant"], mode=data["mode"], order=data["order"],
+                epochs=data.get("epochs"), learning_rate=data.get("learning_rate"),
+                temperature=data.get("temperature"))
         except SubmissionError as exc:
             return _error(exc)
         body = TransferSerializer(transfer, context={"request": request}).data
@@ -314,4 +326,20 @@ class TransferDetail(APIView):
     def get(self, request, pk):
         transfer = get_object_or_404(Transfer.objects.select_related(
             "teacher", "student", "result_checkpoint"), pk=pk, owner=request.user)
+        return Response(TransferSerializer(transfer, context={"request": request}).data)
+
+
+@extend_schema(tags=["transfers"])
+class TransferCancel(APIView):
+    """Stop a transfer: the worker stops at its next batch and saves no checkpoint."""
+
+    @extend_schema(request=None, responses={200: TransferSerializer,
+                                            409: error("The transfer has already finished.")})
+    def post(self, request, pk):
+        transfer = get_object_or_404(Transfer, pk=pk, owner=request.user)
+        try:
+            cancel_transfer(transfer)
+        except SubmissionError as exc:
+            return _error(exc)
+        transfer.refresh_from_db()
         return Response(TransferSerializer(transfer, context={"request": request}).data)

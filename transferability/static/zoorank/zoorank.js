@@ -192,6 +192,59 @@
     });
   }
 
+  // A transfer's own page: its bar, its badge and each step's, live; reloaded (figures and
+  // charts) as each step ends and when the transfer does.
+  function watchTransferPage() {
+    var box = document.querySelector("[data-transfer-page]");
+    if (!box || FINISHED.indexOf(box.dataset.status) >= 0) return;
+    var doneSteps = document.querySelectorAll('tr[data-step][data-status="done"]').length;
+    pollJSON(box.dataset.api, function (data) {
+      var bar = document.getElementById("transfer-progress");
+      if (bar) bar.value = data.progress;
+      var badge = document.getElementById("transfer-status");
+      if (badge) { badge.textContent = statusLabel(data.status); badge.className = "badge " + data.status; }
+      var finishedSteps = 0;
+      data.steps.forEach(function (step) {
+        if (step.status === "done") finishedSteps += 1;
+        var row = document.querySelector('tr[data-step="' + step.index + '"]');
+        if (!row) return;
+        var stepBadge = row.querySelector(".step-badge");
+        if (stepBadge) { stepBadge.textContent = statusLabel(step.status); stepBadge.className = "badge " + step.status + " step-badge"; }
+        var stepBar = row.querySelector(".step-progress");
+        if (stepBar) { stepBar.max = 1; stepBar.value = step.progress; }
+      });
+      if (FINISHED.indexOf(data.status) < 0 && finishedSteps === doneSteps) return false;
+      window.location.reload();
+      return true;
+    });
+  }
+
+  // The transfer form: the proposed teachers for the student chosen, and a button that
+  // selects them.
+  function teacherProposals() {
+    var form = document.getElementById("transfer-form");
+    if (!form) return;
+    var student = form.querySelector('select[name="student"]');
+    var teachers = form.querySelector('select[name="teachers"]');
+    function show() {
+      document.querySelectorAll(".teacher-proposal").forEach(function (box) {
+        box.hidden = box.dataset.student !== student.value;
+      });
+    }
+    document.querySelectorAll(".use-proposal").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var names = JSON.parse(button.dataset.teachers);
+        Array.prototype.forEach.call(teachers.options, function (option) {
+          option.selected = names.indexOf(option.value) >= 0;
+        });
+        var mode = form.querySelector('select[name="mode"]');
+        if (mode && names.length > 1 && mode.value === "") mode.value = "sequential";
+      });
+    });
+    student.addEventListener("change", show);
+    show();
+  }
+
   // The ranking: "Rank by" reloads the page ranked by the predictor picked (the order, the
   // rank, the column shown, the chart and the exports follow it); "all metrics" shows
   // every metric column instead of the compact one.
@@ -297,6 +350,8 @@
   rankingControls();
   confirmForms();
   window.zoorank = {watchEvaluation: watchEvaluation, watchTruth: watchTruth,
-                    watchTransfers: watchTransfers, makeSortable: makeSortable,
+                    watchTransfers: watchTransfers, watchTransferPage: watchTransferPage,
+                    teacherProposals: teacherProposals,
+                    makeSortable: makeSortable,
                     pagedTable: pagedTable, pairLinks: pairLinks};
 })();
