@@ -35,6 +35,8 @@ Drills:
 - ``login-throttling``: wrong passwords lock a username and an address (the right password
   is refused too, with the minutes to wait) while another user logs in from elsewhere, and
   wrong API tokens lock their address;
+- ``slow-clients``: drills/slow_clients.py, 60 clients sending their headers slowly, against
+  gunicorn alone and through nginx (deploy/nginx/), while another user's dashboard is timed;
 - ``two-hosts`` (services only): drills/hosts.py, two workers that share only PostgreSQL,
   Redis and an S3-compatible store split one evaluation and reuse each other's features.
 """
@@ -692,6 +694,12 @@ def login_throttling(drill: Drill, env: dict) -> None:
     drill.check(other.status_code == 200, f"the right token from {home}: {other.status_code}")
 
 
+def slow_clients(drill: Drill, env: dict) -> None:
+    from drills.slow_clients import slow_clients as run
+
+    run(drill, env, free_port)
+
+
 def two_hosts(drill: Drill, env: dict) -> None:
     from drills.hosts import run_two_hosts
 
@@ -712,6 +720,7 @@ DRILLS = {
                                             "ZOORANK_TOKEN_FAILURES": 3,
                                             "ZOORANK_TRUSTED_PROXIES": "127.0.0.1"}),
     "storage-quota": (storage_quota, {"ZOORANK_USER_QUOTA_GB": 2 / 1024}),
+    "slow-clients": (slow_clients, {}),
 }
 
 

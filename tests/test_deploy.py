@@ -15,6 +15,7 @@ import pytest
 import requests
 import yaml
 
+from drills.slow_clients import nginx_binary as drills_nginx
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -149,6 +150,36 @@ def test_compose_runs_web_a_worker_per_gpu_and_the_shared_services():
     assert APP_ENVIRONMENT <= set(environment)
     assert environment["ZOORANK_STORAGE_URL"].startswith("s3://")
     assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_compose_publishes_only_the_proxy_and_the_web_server_trusts_it():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    published = sorted(name for name, service in services.items() if service.get("ports"))
+    assert published == ["proxy"]
+    proxy, web = services["proxy"], services["web"]
+    assert proxy["environment"]["ZOORANK_UPSTREAM"] == "web:8000"
+    assert any(v.startswith("./nginx/zoorank.conf.template:/etc/nginx/templates/")
+               for v in proxy["volumes"])
+    address = proxy["networks"]["front"]["ipv4_address"]
+    assert web["environment"]["ZOORANK_TRUSTED_PROXIES"] == address
+    assert web["environment"]["FORWARDED_ALLOW_IPS"] == address
+
+
+@pytest.mark.skipif(drills_nginx() is None, reason="nginx is not installed")
+def test_the_proxy_template_is_a_valid_nginx_server_with_the_slow_client_timeouts(tmp_path):
+    from drills.slow_clients import nginx_config
+
+    conf = nginx_config(tmp_path, _free_port(), "127.0.0.1:8000")
+    server = (tmp_path / "zoorank.conf").read_text()
+    assert "${" not in server  # every value filled in
+    for directive in ("client_header_timeout 10s", "client_body_timeout 30s",
+                      "proxy_request_buffering on", "client_max_body_size 2100m",
+                      "X-Forwarded-For $proxy_add_x_forwarded_for"):
+        assert directive in server
+    checked = subprocess.run([drills_nginx(), "-t", "-c", str(conf), "-p", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def _unit(name: str) -> configparser.ConfigParser:
