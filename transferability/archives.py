@@ -5,6 +5,12 @@ names the entry) and what is only skipped with a warning (listed on the dataset)
 :data:`INGEST_POLICY`, which the upload page shows; the share of unreadable images that is
 skipped rather than refused is ``ArchiveLimits.max_unreadable_fraction``.
 
+Every kept image's thumbnail is made here, once, beside the images
+(:func:`thumbnail_name`); the pages only ever read those (:mod:`.images`), so no web request
+decodes an original. Making it is also the check that the image decodes, and it decodes
+only as large as the thumbnail needs (:func:`.decoding.upright_rgb`): a 49-megapixel JPEG
+costs a fraction of its full size.
+
 Nothing is written outside the destination: the archive is unpacked into a temporary
 folder next to it and renamed into place only when everything passed.
 """
@@ -25,10 +31,13 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from .decoding import thumbnail_png
+
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 MANIFEST = "manifest.json"
+THUMBNAILS = "thumbnails"
 _JUNK_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _RATIO_MIN_BYTES = 1 << 20  # small files may compress well without being a bomb
 # What refuses an archive and what is only skipped with a warning (shown on the upload page).
@@ -140,6 +149,12 @@ def read_manifest(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names and (path, label) pairs of an unpacked dataset, in sample order."""
     data = json.loads((Path(root) / MANIFEST).read_text())
     return data["class_names"], [(path, label) for path, label, _ in data["files"]]
+
+
+def thumbnail_name(index: int) -> str:
+    """Where the thumbnail of image ``index`` (in sample order) lies under the dataset's
+    folder. Datasets stored before thumbnails were made at ingest have no THUMBNAILS folder."""
+    return f"{THUMBNAILS}/{index:07d}.png"
 
 
 def folder_bytes(folder: Path) -> int:
@@ -265,6 +280,7 @@ def _extract(zf, members, tmp: Path, limits: ArchiveLimits, progress=None) -> Un
     if progress is not None:
         progress(0, len(members))  # the index is read: the total is known
     last_report = time.monotonic()
+    (tmp / THUMBNAILS).mkdir()
     for n, (info, rel) in enumerate(members):
         if progress is not None and time.monotonic() - last_report >= PROGRESS_SECONDS:
             progress(n, len(members))
@@ -275,13 +291,14 @@ def _extract(zf, members, tmp: Path, limits: ArchiveLimits, progress=None) -> Un
         target = tmp / stored
         target.parent.mkdir(exist_ok=True)
         file_hash = _copy_member(zf, info, target)
-        problem, described = _check_image(target, limits.max_pixels)
+        problem, described, thumbnail = _check_image(target, limits.max_pixels)
         if problem:
             bad.append(f"{rel}: {problem}")
             target.unlink()
             if len(bad) > allowed_bad:
                 break
             continue
+        (tmp / thumbnail_name(len(records))).write_bytes(thumbnail)
         records.append((stored, label, str(rel)))
         images.append(described + (file_hash, info.file_size))
         digest.update(f"{rel.parts[0]}\0{file_hash}\n".encode())
@@ -325,21 +342,23 @@ def _copy_member(zf, info, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_image(path: Path, max_pixels: int) -> tuple[str | None, tuple]:
-    """(the problem, or None; and (width, height, mode, format) of a good image)."""
+def _check_image(path: Path, max_pixels: int) -> tuple[str | None, tuple, bytes]:
+    """(the problem, or None; (width, height, mode, format) of a good image, as stored; and
+    its thumbnail PNG). Making the thumbnail decodes the whole file: it is the check."""
     try:
         with Image.open(path) as im:
             width, height = im.size
             if width * height > max_pixels:
-                return f"{width}x{height} pixels is over the limit of {max_pixels}", ()
-            im.load()
-            return None, (width, height, im.mode, im.format or "?")
+                return f"{width}x{height} pixels is over the limit of {max_pixels}", (), b""
+            described = (width, height, im.mode, im.format or "?")
+            return None, described, thumbnail_png(im)
     except UnidentifiedImageError:
-        return "not an image format that can be read", ()
+        return "not an image format that can be read", (), b""
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"does not decode ({str(exc).splitlines()[0][:120] or type(exc).__name__})", ()
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return f"does not decode ({reason})", (), b""
     except Image.DecompressionBombError as exc:
-        return str(exc)[:160], ()
+        return str(exc)[:160], (), b""
 
 
 def _listed(items: list[str]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -28,7 +29,8 @@ from .models import TargetDataset
 from .quota import check_upload, storage_use
 
 __all__ = ["ArchiveError", "accept_upload", "create_target_dataset", "datasets_root",
-           "image_statistics", "summarise_images", "ensure_statistics", "dataset_warnings"]
+           "image_statistics", "summarise_images", "ensure_statistics", "dataset_warnings",
+           "queue_thumbnails"]
 
 
 def archive_limits(owner=None, leave_out: TargetDataset | None = None) -> ArchiveLimits:
@@ -126,6 +128,20 @@ def ingest_policy() -> dict[str, list[str]]:
 def queue_ingest(dataset_id: int) -> None:
     from config.celery import app
     app.send_task("workers.tasks.ingest_dataset", args=(dataset_id,), queue="cpu")
+
+
+THUMBNAILS_QUEUED_SECONDS = 3600  # asked again after this, should that worker have died
+
+
+def queue_thumbnails(dataset) -> bool:
+    """Ask a worker for the thumbnails of a dataset stored before ingest made them, once:
+    every thumbnail request of its page lands here until they exist. True when queued now."""
+    from config.celery import app
+    key = f"thumbnails-queued:{dataset.store_dir}"
+    if not cache.add(key, True, THUMBNAILS_QUEUED_SECONDS):
+        return False
+    app.send_task("workers.tasks.make_thumbnails", args=(dataset.pk,), queue="cpu")
+    return True
 
 
 def _size(archive) -> int:

@@ -1,8 +1,13 @@
-"""Reading a stored dataset's images by index, for thumbnails on the pages.
+"""Reading a stored dataset's thumbnails by index, for the pages.
 
 A page asks for image ``i`` of a dataset it may show; the path comes from the dataset's
 own manifest (file names the unpacker chose, see :mod:`transferability.archives`), never
 from the request, and must resolve inside the dataset's folder in the store.
+
+The page gets the thumbnail that ingest stored beside the images: no request decodes an
+image, however large the original. A dataset stored before ingest made thumbnails has none
+(:class:`ThumbnailsNotMade`); the page then shows :func:`placeholder_png` while a worker
+makes them (``workers.ingest.make_thumbnails``).
 """
 
 from __future__ import annotations
@@ -13,15 +18,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from .archives import MANIFEST, read_manifest
+from .archives import MANIFEST, THUMBNAILS, read_manifest, thumbnail_name
+from .decoding import THUMBNAIL_SIZE
 
-__all__ = ["ImageNotFound", "dataset_files", "image_path", "thumbnail_png", "THUMBNAIL_SIZE"]
-
-THUMBNAIL_SIZE = 96
+__all__ = ["ImageNotFound", "ThumbnailsNotMade", "dataset_files", "thumbnail_path",
+           "placeholder_png", "THUMBNAIL_SIZE"]
 
 
 class ImageNotFound(LookupError):
     """No such image in the dataset (bad index, or the store lost the file)."""
+
+
+class ThumbnailsNotMade(ImageNotFound):
+    """The dataset was stored before ingest made thumbnails."""
 
 
 @lru_cache(maxsize=8)
@@ -43,30 +52,27 @@ def dataset_files(dataset) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]
         raise ImageNotFound(f"the dataset's images are not in the store ({exc})") from None
 
 
-def image_path(dataset, index: int) -> tuple[Path, int]:
-    """(path, label index) of image ``index``, checked to lie inside the dataset's folder."""
+def thumbnail_path(dataset, index: int) -> Path:
+    """The stored thumbnail of image ``index``, whose manifest entry must lie inside the
+    dataset's folder (a tampered manifest shows nothing). The original is not needed."""
     _, files = dataset_files(dataset)
     if not 0 <= index < len(files):
         raise ImageNotFound(f"the dataset has {len(files)} images; there is no image {index}")
-    relative, label = files[index]
     root = dataset.root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    if not (root / files[index][0]).resolve().is_relative_to(root):
         raise ImageNotFound(f"image {index} is missing from the store")
-    return path, label
+    path = root / thumbnail_name(index)
+    if not path.is_file():
+        if not (root / THUMBNAILS).is_dir():
+            raise ThumbnailsNotMade("the dataset was stored before thumbnails were made; "
+                                    "they are being made")
+        raise ImageNotFound(f"the thumbnail of image {index} is missing from the store")
+    return path
 
 
-def thumbnail_png(path: Path, size: int = THUMBNAIL_SIZE) -> bytes:
-    """A PNG at most ``size`` pixels on a side, aspect kept; small images scaled up
-    (nearest neighbour, so 28 x 28 digits stay crisp)."""
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
-        rgb = im.convert("RGB")
-    width, height = rgb.size
-    scale = size / max(width, height)
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-    rgb = rgb.resize(target, resample)
+@lru_cache(maxsize=1)
+def placeholder_png(size: int = THUMBNAIL_SIZE) -> bytes:
+    """A plain grey square shown where a thumbnail is not made yet."""
     buffer = io.BytesIO()
-    rgb.save(buffer, format="PNG", optimize=False)
+    Image.new("RGB", (size, size), (224, 224, 224)).save(buffer, format="PNG")
     return buffer.getvalue()

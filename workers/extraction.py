@@ -21,6 +21,8 @@ from PIL import Image
 from timm.data import create_transform
 from torchvision import transforms
 
+from transferability.decoding import upright_rgb
+
 from . import caches
 from .device import check_simulated_memory, simulated_memory_limit
 
@@ -62,7 +64,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         with Image.open(self.root / self.paths[i]) as im:
-            rgb = im.convert("RGB")
+            rgb = upright_rgb(im)  # as the thumbnails show it: EXIF-rotated, 16-bit scaled
         return tuple(transform(rgb) for transform in self.transforms)
 
 

@@ -6,19 +6,27 @@ and answered at once; this job, on the ``cpu`` queue, turns the row ``ingesting`
 most ``MAX_ATTEMPTS`` claims: an archive that kills its worker twice is recorded as failed),
 beats while it unpacks (so the sweep in :mod:`.healing` queues it again if its worker dies),
 reports progress over the image entries, and keeps nothing of a refused archive.
+
+Unpacking also makes each image's thumbnail (transferability/archives.py). A dataset stored
+before that has none; :func:`make_thumbnails` makes them when its page first asks.
 """
 
 import logging
+import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.core.files.storage import default_storage
 from django.db.models import F
 from django.utils import timezone
+from PIL import Image
 
-from transferability.archives import ArchiveError, unpack_image_folder, unpacking_folder
+from transferability.archives import (THUMBNAILS, ArchiveError, folder_bytes, read_manifest,
+                                      thumbnail_name, unpack_image_folder, unpacking_folder)
+from transferability.decoding import thumbnail_png
 from transferability.dataset_store import datasets_root, publish, remove
 from transferability.datasets import archive_limits, unpacked_fields
 from transferability.models import TargetDataset
@@ -84,6 +92,51 @@ def ingest_upload(dataset_id: int) -> str | None:
         return None
     _delete_upload(dataset.upload_name)
     return State.READY
+
+
+def make_thumbnails(dataset_id: int) -> int | None:
+    """Make the thumbnails of a ready dataset stored before ingest made them; returns how
+    many were made (None: no such dataset, or it has them already).
+
+    They are written to a folder of their own and renamed into place when all are made, so a
+    page never sees part of them, and a second worker doing the same loses only its time.
+    An image that does not decode is left without one (its page answers 404). The dataset's
+    ``stored_bytes`` then counts them, as for a dataset ingested with them.
+    """
+    dataset = TargetDataset.objects.filter(pk=dataset_id, state=State.READY).first()
+    if dataset is None:
+        return None
+    root = dataset.root
+    if (root / THUMBNAILS).is_dir() or not root.is_dir():
+        return None
+    _, files = read_manifest(root)
+    making = root / f".{THUMBNAILS}-{uuid.uuid4().hex}"
+    making.mkdir()
+    made = 0
+    try:
+        with healing.deadline():
+            for index, (path, _) in enumerate(files):
+                if index % 100 == 0:
+                    healing.check_deadline()
+                try:
+                    with Image.open(root / path) as im:
+                        png = thumbnail_png(im)
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                    continue
+                (making / Path(thumbnail_name(index)).name).write_bytes(png)
+                made += 1
+        os.rename(making, root / THUMBNAILS)
+    except OSError:
+        if (root / THUMBNAILS).is_dir():
+            return None  # another worker's are in place
+        raise
+    finally:
+        shutil.rmtree(making, ignore_errors=True)
+    publish(dataset.store_dir, root)
+    if not TargetDataset.objects.filter(pk=dataset_id).update(stored_bytes=folder_bytes(root)):
+        remove(dataset.store_dir)  # deleted meanwhile
+        return None
+    return made
 
 
 class Abandoned(Exception):

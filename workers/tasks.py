@@ -57,6 +57,11 @@ def ingest_dataset(dataset_id: int) -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def make_thumbnails(dataset_id: int) -> None:
+    ingest.make_thumbnails(dataset_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def validate_checkpoints(checkpoint_ids: list[int]) -> None:
     from zoo.models import Checkpoint
     from zoo.validation import validate_checkpoint

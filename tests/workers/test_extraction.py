@@ -129,3 +129,23 @@ def test_one_decoding_pass_fills_the_cache_for_every_preprocessing(images, monke
     expected = torch.cat(list(pixel_batches(root, "hash-3", paths, other, 5))).numpy()
     np.testing.assert_array_equal(second, expected)
     assert len(opened) == 2 * len(paths)  # hash-3 had no cache: decoded again, once
+
+
+def test_ordinary_images_decode_as_pillow_converts_them(tmp_path):
+    """8-bit images, upright already, give the checkpoints what ``convert("RGB")`` gives,
+    so the features cached before EXIF and 16-bit handling still hold for them."""
+    from PIL import Image
+
+    from workers.extraction import ImageFiles
+
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg", quality=90)
+
+    for name in ("rgb.png", "grey.png", "palette.png", "photo.jpg"):
+        with Image.open(tmp_path / name) as im:
+            expected = np.asarray(im.convert("RGB"))
+        (pixels,) = ImageFiles(tmp_path, [name], [np.asarray])[0]
+        np.testing.assert_array_equal(pixels, expected)
