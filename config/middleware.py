@@ -6,7 +6,7 @@ import re
 import secrets
 
 from django.conf import settings
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 
 NUL_MESSAGE = "NUL characters (\\x00) are not allowed in the query string."
 
@@ -29,6 +29,65 @@ class RejectNulCharacters:
                 return JsonResponse({"detail": NUL_MESSAGE}, status=400)
             return HttpResponseBadRequest(NUL_MESSAGE, content_type="text/plain")
         return self.get_response(request)
+
+
+class LimitAnonymousBodies:
+    """413 for a request body over ``ZOORANK_ANONYMOUS_BODY_BYTES`` from someone who is not
+    logged in, before a byte of it is read; 411 for a body whose length is not said
+    (chunked). The login pages are no exception: a login form is far smaller.
+
+    Django reads a POST's body as soon as anything looks at ``request.POST``, and the CSRF
+    check does, for the form's token: a multipart body is streamed through the upload
+    handlers into a temporary file first. A client with nothing but a CSRF cookie could make
+    the server take in and write gigabytes before its 403. Uploads come from a session or an
+    API token, and keep their own limits. Placed after the authentication middleware, which
+    reads no body: it needs the session.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        size = _declared_body_size(request.META)
+        limit = settings.ZOORANK_ANONYMOUS_BODY_BYTES
+        if (size is None or size > limit) and not _may_send_a_body(request):
+            if size is None:
+                return _refusal(request, 411, "A request body must give its length "
+                                              "(Content-Length) unless you are logged in.")
+            return _refusal(request, 413, f"Request body too large: at most "
+                                          f"{_size(limit)} without logging in.")
+        return self.get_response(request)
+
+
+def _declared_body_size(meta) -> int | None:
+    """The body's size as the client declares it; None when one follows with no length."""
+    length = meta.get("CONTENT_LENGTH")
+    if length:
+        try:
+            return int(length)
+        except ValueError:
+            pass  # Django reads no body then
+    return None if meta.get("HTTP_TRANSFER_ENCODING") else 0
+
+
+def _may_send_a_body(request) -> bool:
+    """Logged in, or an API request with credentials: the API checks those (counting the
+    wrong tokens each address sends) before it reads the body, so it is left to judge them.
+    Checking a token here would let anyone try keys without being counted."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return True
+    return request.path.startswith("/api/") and bool(request.META.get("HTTP_AUTHORIZATION"))
+
+
+def _refusal(request, status: int, message: str) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain")
+
+
+def _size(n: int) -> str:
+    return f"{n // (1 << 20)} MiB" if n % (1 << 20) == 0 else f"{n:,} bytes"
 
 
 # Content-Security-Policy ---------------------------------------------------------------------

@@ -111,6 +111,9 @@ MIDDLEWARE = [
     "config.middleware.RejectNulCharacters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A large body from someone not logged in is refused unread: no view, and no CSRF check
+    # (it runs as the view is called, and reads a form's body), gets to it.
+    "config.middleware.LimitAnonymousBodies",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its page
@@ -254,6 +257,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = ["config.uploads.LargeChunkMemoryUploadHandler",
                         "config.uploads.LargeChunkTemporaryUploadHandler"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A request body from someone not logged in (a login form) is at most this; a larger one
+# is refused before it is read (config/middleware.py).
+ZOORANK_ANONYMOUS_BODY_BYTES = 1024 * 1024
 ZOORANK_ARCHIVE_LIMITS = {
     "max_bytes": env_int("ZOORANK_MAX_ARCHIVE_MB", 2048) * 1024 * 1024,
     "max_entries": env_int("ZOORANK_MAX_ARCHIVE_ENTRIES", 200_000),
@@ -279,6 +285,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's three, the JSON one bounding how deeply a body nests (transferability/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "transferability.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "transferability.api.schema.AutoSchema",

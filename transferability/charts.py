@@ -9,6 +9,10 @@ a few hundred bytes of styling instead of 7 kB.
 
 Metric switching happens in the browser through plotly ``updatemenus``: each metric's
 traces are in the figure, one metric's visible at a time.
+
+Every name a figure shows (classes, checkpoints, devices, metrics) goes through
+:func:`plain`: plotly reads a subset of HTML in its labels. None goes into a hover
+template itself, where plotly would read ``%{...}`` in it.
 """
 
 
@@ -23,13 +27,27 @@ _KEPT = ("autotypenumbers", "colorway", "font", "hovermode", "hoverlabel", "pape
 LIGHT_TEMPLATE = {"layout": {key: value for key, value in
                              pio.templates["plotly_white"].to_plotly_json()["layout"].items()
                              if key in _KEPT}}
-CONFIG = {"displaylogo": False, "responsive": True}
+# No toolbar button sends a figure (with its class and checkpoint names) to Chart Studio:
+# plotly.js shows one unless told not to. Its older switches for the same button
+# (showLink, showEditInChartStudio) are gone from the bundled plotly.js, and plotly.py
+# warns on every figure that carries them.
+CONFIG = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
 MUTED = "#5d6675"
 BLUE = "#3b6ea8"
 ORANGE = "#d9822b"
 # ColorBrewer RdBu, with blue for agreement (the app's colour) and red for disagreement.
 DIVERGING = [[0.0, "#b2182b"], [0.25, "#ef8a62"], [0.5, "#f7f7f7"], [0.75, "#67a9cf"],
              [1.0, "#2166ac"]]
+
+
+def plain(text) -> str:
+    """``text`` shown by plotly as written.
+
+    Plotly renders a subset of HTML in tick labels, hover text, titles, legend entries and
+    annotations: a class named ``<a href="...">x</a>`` would be a live link on the chart.
+    It decodes these three entities back, so the escaped text reads as typed.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _html(fig, div_id: str, top: int = 40, bottom: int = 40) -> str:
@@ -49,7 +67,7 @@ def _title(text: str, x: float = 0.05) -> dict:
 
 
 def flips_heatmap(report: dict) -> str:
-    names = report["names"]
+    names = [plain(name) for name in report["names"]]
     flips = report["positive_flips"]
     # zmin=0 alone leaves plotly to centre an all-zero matrix on 0 (a mid-blue square and a
     # colour bar running into negative shares): pin the top of the scale too.
@@ -74,7 +92,8 @@ def truth_scatter(rows, truth: dict, specs) -> str:
     fig = go.Figure()
     buttons = []
     for i, spec in enumerate(specs):
-        points = [(value, accuracy[r.checkpoint.name], r.checkpoint.name) for r in rows
+        label = plain(spec.label)
+        points = [(value, accuracy[r.checkpoint.name], plain(r.checkpoint.name)) for r in rows
                   if r.checkpoint.name in accuracy
                   and (value := _predictor_value(spec, r)) is not None]
         if not points:
@@ -83,15 +102,15 @@ def truth_scatter(rows, truth: dict, specs) -> str:
         fig.add_trace(go.Scatter(
             x=x, y=y, text=names, mode="markers",
             marker=dict(size=11, color="#3b6ea8", line=dict(width=1, color="#fff")),
-            visible=not buttons, name=spec.label,
-            hovertemplate="%{text}<br>" + spec.label + " %{x:.4g}<br>true accuracy %{y:.1f}%"
+            visible=not buttons, name=label,
+            hovertemplate="%{text}<br>%{fullData.name} %{x:.4g}<br>true accuracy %{y:.1f}%"
                           "<extra></extra>"))
         tau = agreement.get(spec.name, {}).get("weighted_tau")
-        title = (f"{spec.label} against true accuracy (weighted τ "
+        title = (f"{label} against true accuracy (weighted τ "
                  + (f"{tau:.2f})" if tau is not None else "undefined)"))
-        buttons.append(dict(label=spec.label, method="update",
+        buttons.append(dict(label=label, method="update",
                             args=[{"visible": None}, {"title.text": title,
-                                                      "xaxis.title.text": spec.label}]))
+                                                      "xaxis.title.text": label}]))
     if not buttons:
         return ""
     for i, button in enumerate(buttons):
@@ -156,16 +175,17 @@ def score_bars(rows, specs, first=None) -> str:
         if not scored and spec is not first:
             continue
         scored.sort(key=lambda r: r.scores[spec.name], reverse=spec.higher_is_better)
-        names = [r.checkpoint.name for r in scored]
+        names = [plain(r.checkpoint.name) for r in scored]
+        label = plain(spec.label)
         traces.append({
             "type": "bar", "x": names, "y": [_float(r.scores[spec.name]) for r in scored],
             "text": [f"d={r.result.feature_dim}" for r in scored], "textposition": "none",
-            "hovertemplate": "%{x}<br>" + spec.label + " %{y:.4g}<br>%{text}<extra></extra>",
-            "marker": {"color": BLUE}, "name": spec.label, "visible": not buttons,
+            "hovertemplate": "%{x}<br>%{fullData.name} %{y:.4g}<br>%{text}<extra></extra>",
+            "marker": {"color": BLUE}, "name": label, "visible": not buttons,
         })
-        buttons.append(dict(label=spec.label, layout={
-            "title.text": f"{spec.label} per checkpoint ({_arrow(spec)})",
-            "yaxis.title.text": spec.label, "xaxis.categoryarray": names}))
+        buttons.append(dict(label=label, layout={
+            "title.text": f"{label} per checkpoint ({_arrow(spec)})",
+            "yaxis.title.text": label, "xaxis.categoryarray": names}))
     shown = buttons[0]["layout"]
     menu = len(buttons) > 1
     layout = {"title": _title(shown["title.text"], 0.22 if menu else 0.05), "height": 400,
@@ -232,6 +252,7 @@ def cost_scatter(rows, specs) -> str:
         if not scored:
             continue
         sign = 1.0 if spec.higher_is_better else -1.0
+        label = plain(spec.label)
         visible = not buttons
         for panel, (cost, fewer_is_better, _, unit) in enumerate(COSTS, start=1):
             points = [(_float(cost(r)), _float(r.scores[spec.name]), r) for r in scored
@@ -239,16 +260,16 @@ def cost_scatter(rows, specs) -> str:
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             axes = {"xaxis": f"x{panel if panel > 1 else ''}",
                     "yaxis": f"y{panel if panel > 1 else ''}"}
-            hover = ("%{text}<br>" + spec.label + " %{y:.4g}<br>%{x:,.4~s} " + unit
+            hover = ("%{text}<br>%{fullData.name} %{y:.4g}<br>%{x:,.4~s} " + unit
                      + ("<br>on %{customdata}" if panel == 2 and several_devices else "")
                      + "<extra></extra>")
             traces.append({
                 "type": "scatter", "mode": "markers", "x": xs, "y": ys, **axes,
-                "text": [r.checkpoint.name for _, _, r in points],
-                **({"customdata": [r.result.device or "an unknown device"
+                "text": [plain(r.checkpoint.name) for _, _, r in points],
+                **({"customdata": [plain(r.result.device or "an unknown device")
                                    for _, _, r in points]}
                    if panel == 2 and several_devices else {}),
-                "visible": visible, "name": spec.label, "showlegend": False,
+                "visible": visible, "name": label, "showlegend": False,
                 "marker": {"size": 10, "color": BLUE, "line": {"width": 1, "color": "#fff"}},
                 "hovertemplate": hover})
             front = pareto_front([(x, sign * y) for x, y in zip(xs, ys)], fewer_is_better)
@@ -259,12 +280,12 @@ def cost_scatter(rows, specs) -> str:
                 "line": {"color": ORANGE, "width": 2, "shape": "hv" if fewer_is_better else "vh"},
                 "marker": {"size": 14, "color": "rgba(0,0,0,0)",
                            "line": {"width": 2, "color": ORANGE}},
-                "text": [points[i][2].checkpoint.name for i in front], "visible": visible,
+                "text": [plain(points[i][2].checkpoint.name) for i in front], "visible": visible,
                 "name": "Pareto front", "showlegend": panel == 1,
                 "hovertemplate": "%{text}: on the Pareto front<extra></extra>"})
-        buttons.append(dict(label=spec.label, layout={
-            "title.text": f"{spec.label} against cost ({_arrow(spec)})",
-            "yaxis.title.text": spec.label}))
+        buttons.append(dict(label=label, layout={
+            "title.text": f"{label} against cost ({_arrow(spec)})",
+            "yaxis.title.text": label}))
     if not buttons:
         return ""
     annotations = [
@@ -335,6 +356,7 @@ def agreement_heatmap(rows, specs) -> str:
     if len(specs) < 2:
         return ""
     labels, taus, counts = metric_agreement(rows, specs)
+    labels = [plain(label) for label in labels]
     if all(v is None for i, row in enumerate(taus) for j, v in enumerate(row) if i != j):
         return ""
     text = [["" if v is None else f"{v:.2f}" for v in row] for row in taus]
@@ -370,7 +392,7 @@ def probe_scatter(rows, specs) -> str:
         if spec.name == PROBE:
             continue
         points = [(_float(r.scores.get(spec.name)), _float(100.0 * r.scores[PROBE]),
-                   r.checkpoint.name) for r in done]
+                   plain(r.checkpoint.name)) for r in done]
         points = [p for p in points if p[0] is not None]
         if len(points) < 2:
             continue
@@ -379,16 +401,17 @@ def probe_scatter(rows, specs) -> str:
             tau = kendall_tau(x, y, spec.higher_is_better)
         except (ConstantInputError, ValueError):
             tau = None
+        label = plain(spec.label)
         traces.append({
             "type": "scatter", "x": x, "y": y, "text": names, "mode": "markers",
-            "visible": not buttons, "name": spec.label,
+            "visible": not buttons, "name": label,
             "marker": {"size": 11, "color": BLUE, "line": {"width": 1, "color": "#fff"}},
-            "hovertemplate": "%{text}<br>" + spec.label + " %{x:.4g}<br>linear probe %{y:.1f}%"
+            "hovertemplate": "%{text}<br>%{fullData.name} %{x:.4g}<br>linear probe %{y:.1f}%"
                              "<extra></extra>"})
-        buttons.append(dict(label=spec.label, layout={
-            "title.text": f"{spec.label} against linear-probe accuracy (Kendall τ "
+        buttons.append(dict(label=label, layout={
+            "title.text": f"{label} against linear-probe accuracy (Kendall τ "
                           + (f"{tau:.2f})" if tau is not None else "undefined)"),
-            "xaxis.title.text": spec.label}))
+            "xaxis.title.text": label}))
     if not buttons:
         return ""
     shown = buttons[0]["layout"]
@@ -405,11 +428,12 @@ def probe_scatter(rows, specs) -> str:
 def pair_breakdown(classes, counts_ab, counts_ba, name_a: str, name_b: str) -> str:
     """Per class: the images A gets right and B wrong, and the other way round, as counts
     or as shares of each direction's flips (a menu switches)."""
-    classes = [str(c) for c in classes]
+    classes = [plain(c) for c in classes]
     counts_ab, counts_ba = [int(c) for c in counts_ab], [int(c) for c in counts_ba]
     total_ab, total_ba = sum(counts_ab), sum(counts_ba)
     share_ab = [100.0 * c / total_ab if total_ab else 0.0 for c in counts_ab]
     share_ba = [100.0 * c / total_ba if total_ba else 0.0 for c in counts_ba]
+    name_a, name_b = plain(name_a), plain(name_b)
     label_ab, label_ba = f"{name_a} right, {name_b} wrong", f"{name_b} right, {name_a} wrong"
     traces = []
     for as_count in (True, False):
@@ -422,7 +446,7 @@ def pair_breakdown(classes, counts_ab, counts_ba, name_a: str, name_b: str) -> s
                 "hovertemplate": "class %{x}<br>"
                 + ("%{y:d} images (%{customdata:.1f}% of the flips)" if as_count
                    else "%{y:.1f}% of the flips (%{customdata:d} images)")
-                + "<extra>" + label + "</extra>"})
+                + "<extra>%{fullData.name}</extra>"})
     buttons = [dict(label="Count", layout={"yaxis.title.text": "images"}),
                dict(label="Share", layout={"yaxis.title.text": "% of the direction's flips"})]
     layout = {"barmode": "group", "height": 420,
@@ -436,7 +460,7 @@ def pair_breakdown(classes, counts_ab, counts_ba, name_a: str, name_b: str) -> s
 
 def class_balance(class_names, class_counts, tiny: int = 5) -> str:
     """Images per class in name order; classes under ``tiny`` images in red."""
-    names = [str(c) for c in class_names]
+    names = [plain(c) for c in class_names]
     counts = [int(c) for c in class_counts]
     mean = sum(counts) / len(counts) if counts else 0
     trace = {"type": "bar", "x": names, "y": counts,
@@ -458,16 +482,17 @@ def transfer_accuracy(steps: list[tuple[str, float]], before: float | None,
                       teacher_accuracy: dict) -> str:
     """The student's held-out accuracy after each step, from where it started, with each
     teacher's own accuracy as a dotted line."""
-    labels = (["initial student"] if before is not None else []) + [label for label, _ in steps]
+    labels = ((["initial student"] if before is not None else [])
+              + [plain(label) for label, _ in steps])
     values = ([before] if before is not None else []) + [value for _, value in steps]
     data = [{"type": "scatter", "mode": "lines+markers", "x": labels, "y": values,
              "name": "student", "line": {"color": BLUE},
              "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>"}]
     for name, value in sorted(teacher_accuracy.items()):
         data.append({"type": "scatter", "mode": "lines", "x": [labels[0], labels[-1]],
-                     "y": [value, value], "name": f"teacher {name}",
+                     "y": [value, value], "name": f"teacher {plain(name)}",
                      "line": {"dash": "dot", "width": 1},
-                     "hovertemplate": f"teacher %{{fullData.name}}: {value:.1f} %<extra></extra>"})
+                     "hovertemplate": f"%{{fullData.name}}: {value:.1f} %<extra></extra>"})
     return _html({"data": data, "layout": {
         "title": _title("Student accuracy after each step (held-out, %)"),
         "yaxis": {"title": {"text": "accuracy, %"}}, "height": 320,
@@ -477,7 +502,7 @@ def transfer_accuracy(steps: list[tuple[str, float]], before: float | None,
 def transfer_flips(steps: list[tuple[str, dict]]) -> str:
     """Gains and losses of each step against the initial student: positive flips (right
     now, wrong before) up, negative flips down, in % of the held-out images."""
-    labels = [label for label, _ in steps]
+    labels = [plain(label) for label, _ in steps]
     data = [
         {"type": "bar", "x": labels, "y": [d["positive_flips"] for _, d in steps],
          "name": "gained (positive flips)", "marker": {"color": BLUE},
@@ -495,7 +520,8 @@ def transfer_flips(steps: list[tuple[str, dict]]) -> str:
 def transfer_guidance(guided: dict, class_names: list[str]) -> str:
     """The parallel form: per class, how many training images each candidate (the initial
     student or a teacher) guided."""
-    data = [{"type": "bar", "x": list(class_names), "y": counts, "name": name,
+    classes = [plain(c) for c in class_names]
+    data = [{"type": "bar", "x": classes, "y": counts, "name": plain(name),
              "hovertemplate": f"%{{x}}: %{{y}} images guided by %{{fullData.name}}"
                               f"<extra></extra>"}
             for name, counts in zip(guided["candidates"], guided["per_class"])]

@@ -1,4 +1,3 @@
-import csv
 import hashlib
 import json
 import tempfile
@@ -26,8 +25,10 @@ from .api.serializers import evaluation_payload
 from .api.throttling import page_refusal
 from .comparison import MAX_COMPARED, CompareError, compare, parse_ids
 from .datasets import (TINY_CLASS_IMAGES, ArchiveError, accept_upload, archive_limits,
-                       dataset_warnings, ensure_statistics, ingest_policy)
-from .images import ImageNotFound, dataset_files, image_path, thumbnail_png
+                       dataset_warnings, ensure_statistics, ingest_policy, queue_thumbnails)
+from .exports import SpreadsheetWriter
+from .images import (ImageNotFound, ThumbnailsNotMade, dataset_files, placeholder_png,
+                     thumbnail_path)
 from .forms import DatasetUploadForm, EvaluationForm
 from .leakage import leaked_checkpoints
 from .models import Evaluation, GroundTruth, MetricScore, Status, TargetDataset, Transfer
@@ -195,20 +196,27 @@ def _duplicate_examples(dataset, stats) -> list[list[dict]]:
 @login_required
 @require_GET
 def dataset_image(request, pk, index):
-    """A thumbnail of image ``index`` of one of my datasets: the file is found through the
-    dataset's manifest, never through a path in the URL."""
+    """The thumbnail of image ``index`` of one of my datasets, as ingest stored it: the file
+    is found through the dataset's manifest, never through a path in the URL, and no image
+    is decoded here. A dataset stored before thumbnails were made at ingest gets a grey
+    placeholder, not cached, while a worker makes them."""
     dataset = get_object_or_404(TargetDataset, pk=pk, owner=request.user)
     try:
-        path, _ = image_path(dataset, index)
+        path = thumbnail_path(dataset, index)
+    except ThumbnailsNotMade:
+        queue_thumbnails(dataset)
+        response = HttpResponse(placeholder_png(), content_type="image/png")
+        response["Cache-Control"] = "no-store"
+        return response
     except ImageNotFound as exc:
         raise Http404(str(exc)) from None
     etag = '"' + hashlib.sha256(f"{dataset.store_dir}/{index}".encode()).hexdigest()[:24] + '"'
     if request.headers.get("If-None-Match") == etag:
         return HttpResponseNotModified()
     try:
-        body = thumbnail_png(path)
+        body = path.read_bytes()
     except OSError as exc:
-        raise Http404(f"image {index} cannot be read: {exc}") from None
+        raise Http404(f"the thumbnail of image {index} cannot be read: {exc}") from None
     response = HttpResponse(body, content_type="image/png")
     response["Cache-Control"] = "private, max-age=86400"
     response["ETag"] = etag
@@ -340,7 +348,8 @@ def evaluation_detail(request, pk):
         "pairs": _linked(pair_rows(evaluation.complementarity, ids_by_name), pair_base),
         "pair_total": len(report_names) * (len(report_names) - 1),
         "pair_models": len(report_names),
-        "pair_ids": json.dumps(ids_by_name),
+        # Keyed by the names as the heatmap shows them: its clicks give those.
+        "pair_ids": json.dumps({charts.plain(name): pk for name, pk in ids_by_name.items()}),
         "pair_base": pair_base,
         "has_probe": any("probe_accuracy" in r.scores for r in rows),
         "cached_features": {r.result.pk for r in rows if r.result.feature_key
@@ -512,7 +521,7 @@ def evaluation_export(request, pk, fmt):
         answer = payload["recommendation"] or {}
         ranked_by = (payload["ranked_by"] or {}).get("label", "")
         response = HttpResponse(content_type="text/csv")
-        writer = csv.writer(response)
+        writer = SpreadsheetWriter(response)
         writer.writerow(["rank", "ranked_by", "checkpoint", "consensus_rank",
                          "true_accuracy", "true_accuracy_se", "recommended", "architecture",
                          "feature_dim", "param_count", "source_top1", "status"]
@@ -522,25 +531,19 @@ def evaluation_export(request, pk, fmt):
             truth = result["true_accuracy"] or {}
             chosen = row.checkpoint.name == answer.get("checkpoint")
             writer.writerow(
-                [row.rank or "", ranked_by, _text(row.checkpoint.name),
+                [row.rank or "", ranked_by, row.checkpoint.name,
                  result["consensus_rank"] or "", _cell(truth.get("mean")),
                  _cell(truth.get("standard_error")), "yes" if chosen else "",
-                 _text(row.checkpoint.architecture), row.result.feature_dim or "",
+                 row.checkpoint.architecture, row.result.feature_dim or "",
                  row.checkpoint.param_count or "",
                  row.checkpoint.source_top1 if row.checkpoint.source_top1 is not None else "",
                  row.result.status]
                 + [_cell(row.scores.get(s.name)) for s in columns]
-                + ["; ".join(result["flagged"]), _text(_csv_notes(row, columns)),
-                   _text(_answer_text(answer)) if chosen else "",
-                   _text(" | ".join(answer.get("cautions", []))) if chosen else ""])
+                + ["; ".join(result["flagged"]), _csv_notes(row, columns),
+                   _answer_text(answer) if chosen else "",
+                   " | ".join(answer.get("cautions", [])) if chosen else ""])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
-
-
-def _text(value: str) -> str:
-    """A text cell a spreadsheet shows as text: one starting with = + - @ (a formula to
-    Excel and LibreOffice) gets a leading apostrophe."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _answer_text(answer: dict) -> str:

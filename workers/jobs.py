@@ -117,14 +117,21 @@ def run_inline(evaluation_id: int) -> None:
     finalize_evaluation(evaluation_id)
 
 
-def feature_key(checkpoint: Checkpoint, dataset_hash: str, device) -> str:
+def feature_key(checkpoint: Checkpoint, dataset, device) -> str:
+    """The cache key of ``checkpoint``'s features on ``dataset``.
+
+    It names the dataset's owner beside its content: features found in the cache show
+    as "cached" on the page and in the API, which would tell a user that someone else had
+    already evaluated the same images. Each user's evaluations share their own features.
+    """
     config = checkpoint.data_config()
     return caches.content_key(
         precision=precision(device),
         weights=checkpoint.weights_identity(),
         architecture=checkpoint.architecture,
         model_kwargs=checkpoint.model_kwargs,
-        dataset=dataset_hash,
+        dataset=dataset.content_hash,
+        owner=dataset.owner_id,
         pixels=pixel_key(config),
         mean=list(config["mean"]),
         std=list(config["std"]),
@@ -136,7 +143,7 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
     checkpoint, dataset = result.checkpoint, result.evaluation.dataset
     _, paths, labels = dataset_samples(dataset)
     device = choose_device()
-    key = feature_key(checkpoint, dataset.content_hash, device)
+    key = feature_key(checkpoint, dataset, device)
     store = caches.features
     wanted = [PRE_LOGITS] + ([LOGITS] if checkpoint.has_source_head else [])
     # Stage names are known only once the model has run with stages (None until then).

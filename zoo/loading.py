@@ -6,7 +6,7 @@ from pathlib import Path
 import timm
 import torch
 
-from .models import Checkpoint
+from .models import Checkpoint, model_kwargs_problem
 from .weights import WeightsError, read_state_dict
 
 
@@ -23,8 +23,13 @@ def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
     """Create the checkpoint's network with its weights, in eval mode, on the CPU.
 
     Hub weights are downloaded on first use when the machine is online; with
-    ``HF_HUB_OFFLINE`` set they must already be in the local cache.
+    ``HF_HUB_OFFLINE`` set they must already be in the local cache. The row's model_kwargs
+    are checked again here: a row written around the admin's validation (a script, an old
+    row) must not point timm at a file either.
     """
+    problem = model_kwargs_problem(checkpoint.model_kwargs or {})
+    if problem:
+        raise WeightsError(f"{checkpoint.name}: not loaded: {problem}")
     kwargs = dict(checkpoint.model_kwargs or {})
     path = weights_location(checkpoint)
     try:

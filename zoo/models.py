@@ -7,8 +7,50 @@ expects (timm's pretrained config) and what is known of its source training.
 import os
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+# The timm.create_model keyword arguments a catalog entry may set: the network's shape and
+# its regularisation. Anything else is refused, above all what names a file, a URL or code
+# on the worker that loads it (checkpoint_path, pretrained_cfg, pretrained_cfg_overlay,
+# cache_dir, act_layer, ...). num_classes has its own field.
+ALLOWED_MODEL_KWARGS = frozenset({
+    # Shape
+    "in_chans", "img_size", "patch_size", "embed_dim", "depth", "depths", "dims", "num_heads",
+    "mlp_ratio", "layers", "channel_multiplier", "depth_multiplier", "output_stride",
+    "global_pool", "class_token", "no_embed_class", "reg_tokens", "pos_embed", "qkv_bias",
+    "qk_norm", "init_values", "fc_norm", "dynamic_img_size", "dynamic_img_pad", "stem_type",
+    "stem_width", "cardinality", "base_width", "avg_down", "ls_init_value", "conv_mlp",
+    "head_hidden_size",
+    # Regularisation (inactive in eval mode, but part of a training recipe)
+    "drop_rate", "drop_path_rate", "drop_block_rate", "attn_drop_rate", "proj_drop_rate",
+    "pos_drop_rate", "patch_drop_rate",
+})
+
+
+def model_kwargs_problem(kwargs) -> str | None:
+    """Why ``kwargs`` may not be passed to timm.create_model, or None when it may.
+
+    A key outside ALLOWED_MODEL_KWARGS is named; values are numbers, strings, true/false,
+    null or lists of numbers, so that no key smuggles a structure timm would act on.
+    """
+    if not isinstance(kwargs, dict):
+        return "model_kwargs must be a JSON object of timm.create_model keyword arguments."
+    for key, value in kwargs.items():
+        if key not in ALLOWED_MODEL_KWARGS:
+            return (f'model_kwargs may not set "{key}": only these timm.create_model '
+                    f"arguments are allowed: {', '.join(sorted(ALLOWED_MODEL_KWARGS))}.")
+        if not _plain_value(value):
+            return (f'model_kwargs "{key}" must be a number, a string, true/false, null or a '
+                    f"list of numbers.")
+    return None
+
+
+def _plain_value(value) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 class CheckpointQuerySet(models.QuerySet):
@@ -95,6 +137,11 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        super().clean()
+        if problem := model_kwargs_problem(self.model_kwargs):
+            raise ValidationError({"model_kwargs": problem})
 
     @property
     def has_source_head(self) -> bool:

@@ -14,12 +14,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--only", nargs="+", metavar="NAME",
+        # Repeatable, and each takes several names, spaces or commas between them:
+        # --only A B, --only A --only B and --only A,B all build A and B.
+        parser.add_argument("--only", nargs="+", action="extend", metavar="NAME",
                             help=f"build only these checkpoints (of {len(DEMO_ZOO)}: "
                                  f"{', '.join(r.name for r in DEMO_ZOO)})")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, seed=0, only=None, no_progress=False, **options):
+        if only:
+            only = [name for names in only for name in names.split(",") if name]
         try:
             recipes = recipes_named(only)
         except KeyError as exc:
