@@ -301,7 +301,8 @@ def test_distilled_weights_go_to_the_store(s3_hosts):
     student = _uploaded_checkpoint("student", seed=1)
     teacher = _uploaded_checkpoint("teacher", seed=2)
     dataset = SimpleNamespace(pk=3, class_names=["cats", "dogs"], name="pets", content_hash="h")
-    transfer = SimpleNamespace(pk=7, student=student, teacher=teacher, variant="supervised",
+    transfer = SimpleNamespace(pk=7, student=student, teacher=teacher, teachers=[teacher],
+                               variant="supervised", mode="sequential", order="ascending",
                                evaluation=SimpleNamespace(dataset=dataset, owner_id=None),
                                evaluation_id=3)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)  # the dataset's

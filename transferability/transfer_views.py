@@ -18,18 +18,24 @@ def transfer_detail(request, pk):
                                         "result_checkpoint"), pk=pk, owner=request.user)
     steps = list(transfer.steps.select_related("teacher"))
     teachers = [s.teacher.name for s in steps if s.teacher_id]
+    # The parallel form is one run in which every teacher takes part: one row, named so.
+    together = transfer.mode == Transfer.Mode.PARALLEL and len(steps) > 1
+    if together:
+        steps = steps[:1]
+    for s in steps:
+        s.shown_label = f"all {len(teachers)} teachers at once" if together else s.label
     done = [s for s in steps if s.status == Status.DONE and s.accuracy is not None]
     before = (transfer.delta or {}).get("accuracy_before") or next(
         ((s.delta or {}).get("accuracy_before") for s in done if s.delta), None)
     accuracy = (transfer.details or {}).get("teacher_accuracy", {})
     guided = next((s.details.get("guided") for s in done if s.details.get("guided")), None)
     return render(request, "transferability/transfer_detail.html", {
-        "transfer": transfer, "steps": steps, "teachers": teachers,
+        "transfer": transfer, "steps": steps, "teachers": teachers, "together": together,
         "teacher_headers": [(t, accuracy.get(t)) for t in teachers],
         "step_rows": [(s, [(s.flips or {}).get(t) for t in teachers]) for s in steps],
         "accuracy_chart": charts.transfer_accuracy(
-            [(s.label, s.accuracy) for s in done], before, accuracy) if done else "",
-        "flips_chart": charts.transfer_flips([(s.label, s.delta) for s in done if s.delta])
+            [(s.shown_label, s.accuracy) for s in done], before, accuracy) if done else "",
+        "flips_chart": charts.transfer_flips([(s.shown_label, s.delta) for s in done if s.delta])
         if done else "",
         "guided_chart": charts.transfer_guidance(guided, transfer.evaluation.dataset.class_names)
         if guided else "",
