@@ -1,4 +1,5 @@
-"""On-disk caches keyed by content: preprocessed images and extracted features.
+"""On-disk caches keyed by content: preprocessed images and extracted features (their key
+also names the dataset's owner, ``workers.jobs.feature_key``: each user's own).
 
 Both are plain ``.npy`` files written to a temporary name and renamed into place, so a
 reader never sees half a file and two workers racing on one key both end with a valid one.
