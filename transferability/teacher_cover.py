@@ -27,7 +27,9 @@ def greedy_cover(correct: dict[str, np.ndarray], student: str,
     Returns {"student", "accuracy" (the student's, %), "picks": [{"teacher", "flips" (its
     positive flips over the student, % of samples), "new" (of them, not covered before, %),
     "covered_before" (share of its flips the set already covered), "oracle_accuracy" (%
-    of samples right for the student or any teacher so far)}], "warnings": [str]}.
+    of samples right for the student or any teacher so far)}], "left_out": [{"teacher",
+    "covered" (share of its flips the picks cover)}] for the teachers not picked whose flips
+    are mostly covered, "warnings": [str]}.
     """
     if student not in correct:
         raise ValueError(f"no per-sample results for {student}")
@@ -60,16 +62,26 @@ def greedy_cover(correct: dict[str, np.ndarray], student: str,
             warnings.append(f"{pick['covered_before']:.0%} of {pick['teacher']}'s flips are "
                             f"covered by the teachers before it: it adds "
                             f"{pick['new']:.1f} points at most")
+    left_out = []
     for name, f in sorted(flips.items()):
         total = int(f.sum())
         if name in chosen or total == 0:
             continue
         share = float(np.sum(f & covered)) / total
         if share >= MOSTLY_COVERED:
-            warnings.append(f"{name} is left out: {share:.0%} of its flips over {student} are "
-                            f"covered by the teachers above")
+            left_out.append({"teacher": name, "covered": share})
+    # One line for all of them: with a dozen candidates, one each would bury the picks.
+    left_out.sort(key=lambda item: (-item["covered"], item["teacher"]))
+    if len(left_out) == 1:
+        only = left_out[0]
+        warnings.append(f"{only['teacher']} is left out: {only['covered']:.0%} of its flips "
+                        f"over {student} are covered by the teachers above")
+    elif left_out:
+        warnings.append(f"Left out, {min(i['covered'] for i in left_out):.0%} or more of their "
+                        f"flips over {student} covered by the teachers above: "
+                        + ", ".join(f"{i['teacher']} ({i['covered']:.0%})" for i in left_out))
     return {"student": student, "accuracy": 100.0 * right.mean(), "picks": picks,
-            "warnings": warnings}
+            "left_out": left_out, "warnings": warnings}
 
 
 def propose_teachers(evaluation, student: str) -> dict | None:

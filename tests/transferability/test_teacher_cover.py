@@ -31,9 +31,10 @@ def test_the_greedy_cover_of_a_constructed_case():
     assert a["oracle_accuracy"] == pytest.approx(80.0)
     assert (c["flips"], c["new"], c["covered_before"]) == (20.0, 20.0, 0.0)
     assert c["oracle_accuracy"] == pytest.approx(100.0)
-    assert "B is left out: 100% of its flips over student are covered" in \
-        " ".join(proposal["warnings"])
-    assert any(w.startswith("D is left out") for w in proposal["warnings"])
+    left_out = {item["teacher"]: item["covered"] for item in proposal["left_out"]}
+    assert left_out["B"] == 1.0 and "D" in left_out
+    assert sum("Left out" in w for w in proposal["warnings"]) == 1  # one line for them all
+    assert "B (100%)" in " ".join(proposal["warnings"])
 
 
 def test_ties_go_to_the_teacher_with_less_overlap_and_the_limit_holds():
