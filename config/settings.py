@@ -240,6 +240,11 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Decoded images and extracted features, keyed by content; safe to delete.
 ZOORANK_CACHE_DIR = Path(env_str("ZOORANK_CACHE_DIR", str(VAR_DIR / "cache")))
+# Hub downloads (zoo/hub.py): a server error, a timeout or a cut connection is tried again
+# up to this many times in all, waiting the backoff, then twice that, and so on.
+ZOORANK_HUB_TRIES = env_int("ZOORANK_HUB_TRIES", 4)
+ZOORANK_HUB_BACKOFF_SECONDS = env_float("ZOORANK_HUB_BACKOFF_SECONDS", 2)
+ZOORANK_HUB_TIMEOUT_SECONDS = env_float("ZOORANK_HUB_TIMEOUT_SECONDS", 10)
 
 # Self-healing (workers/healing.py): a row whose worker has not beaten for the stall limit
 # is queued again by the sweep every worker runs; a task past its time limit stops and is

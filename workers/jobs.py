@@ -27,6 +27,7 @@ from transferability.models import (CheckpointResult, Evaluation, GroundTruth, M
                                     Status)
 from transferability.complementarity import complementarity_report
 from transferability.probes import probe_correctness, source_head_correctness
+from zoo.hub import downloading_message
 from zoo.loading import build_model
 from zoo.models import Checkpoint
 
@@ -157,7 +158,9 @@ def obtain_features(result: CheckpointResult, want_stages: bool = False) -> Feat
         return Features(key, arrays, labels, stages)
 
     CheckpointResult.objects.filter(pk=result.pk).update(images_done=0, images_total=len(paths))
-    model = build_model(checkpoint)
+    model = build_model(checkpoint, download_progress=_download_writer(result.pk))
+    CheckpointResult.objects.filter(pk=result.pk, message__startswith="downloading ").update(
+        message="")
     config = checkpoint.data_config()
     batch_size = 64 if device.type == "cpu" else 256
     extracted = extract(
@@ -213,6 +216,22 @@ def _progress_writer(result_id: int, every_seconds: float = 0.5):
             CheckpointResult.objects.filter(pk=result_id).update(
                 images_done=done, images_total=total, heartbeat_at=timezone.now()
             )
+
+    return write
+
+
+def _download_writer(result_id: int, every_seconds: float = 0.5):
+    """Hub download progress on the result row ("downloading 97.8 of 102 MB"), with a
+    heartbeat: a large download is a sign of life, not a stall."""
+    last = [0.0]
+
+    def write(done: int, total: int) -> None:
+        healing.check_deadline()
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_seconds:
+            last[0] = now
+            CheckpointResult.objects.filter(pk=result_id).update(
+                message=downloading_message(done, total), heartbeat_at=timezone.now())
 
     return write
 

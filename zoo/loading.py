@@ -1,17 +1,13 @@
 """The one place that turns a catalog entry into a torch module."""
 
-import os
 from pathlib import Path
 
 import timm
 import torch
 
+from .hub import ProgressCallback, fetch_weights
 from .models import Checkpoint, model_kwargs_problem
 from .weights import WeightsError, read_state_dict
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def weights_location(checkpoint: Checkpoint) -> Path | None:
@@ -19,11 +15,13 @@ def weights_location(checkpoint: Checkpoint) -> Path | None:
     return checkpoint.weights_location()
 
 
-def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
+def build_model(checkpoint: Checkpoint,
+                download_progress: ProgressCallback | None = None) -> torch.nn.Module:
     """Create the checkpoint's network with its weights, in eval mode, on the CPU.
 
     Hub weights are downloaded on first use when the machine is online; with
-    ``HF_HUB_OFFLINE`` set they must already be in the local cache. The row's model_kwargs
+    ``HF_HUB_OFFLINE`` set they must already be in the local cache (zoo/hub.py;
+    ``download_progress`` hears of the bytes as they come). The row's model_kwargs
     are checked again here: a row written around the admin's validation (a script, an old
     row) must not point timm at a file either.
     """
@@ -34,7 +32,7 @@ def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
     path = weights_location(checkpoint)
     try:
         if path is None:
-            model = _create_from_hub(checkpoint, kwargs)
+            model = _create_from_hub(checkpoint, kwargs, download_progress)
         else:
             model = timm.create_model(
                 checkpoint.architecture,
@@ -58,22 +56,28 @@ def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
     return model.eval()
 
 
-def _create_from_hub(checkpoint: Checkpoint, kwargs: dict) -> torch.nn.Module:
+def _create_from_hub(checkpoint: Checkpoint, kwargs: dict,
+                     progress: ProgressCallback | None = None) -> torch.nn.Module:
+    """The network with the hub weights that fetch_weights brought and checked.
+
+    timm is handed the tensors, not the repository: the model is built from the very file
+    whose sha256 was checked (never from a second request to the hub), read by our own
+    safe reader, and timm still adapts them as for any pretrained load (its filter, the
+    classifier).
+    """
+    fetched = fetch_weights(checkpoint, progress)
+    state = read_state_dict(fetched.weights_path)
     model_name = checkpoint.architecture
     if checkpoint.pretrained_tag:
         model_name = f"{model_name}.{checkpoint.pretrained_tag}"
-    overlay = {"hf_hub_id": checkpoint.hub_id} if checkpoint.hub_id else None
+    overlay = {"state_dict": state, "hf_hub_id": fetched.repo_id}
     try:
         return timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
         )
-    except Exception as exc:  # hub client errors vary by version and by cause
-        if hub_offline():
-            raise WeightsError(
-                f"{checkpoint.name}: weights are not in the local hub cache and the hub is "
-                f"offline (HF_HUB_OFFLINE is set)"
-            ) from exc
-        raise WeightsError(f"{checkpoint.name}: could not fetch weights from the hub: {exc}") from exc
+    except Exception as exc:  # timm raises several types for weights that do not fit
+        raise WeightsError(f"{checkpoint.name}: the weights from {fetched.repo_id} do not load "
+                           f"into {model_name}: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def _few(keys: list[str], n: int = 3) -> str:

@@ -82,6 +82,12 @@ class Checkpoint(models.Model):
         max_length=500, blank=True, help_text="Absolute path on the workers' file system."
     )
     weights_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    hub_files = models.JSONField(
+        default=dict, blank=True,
+        help_text="sha256 of each file fetched from the hub, {file name: sha256}, recorded at "
+                  "the first download; a later download with another hash is refused. Clear "
+                  "it to accept new weights under the same name.",
+    )
     model_kwargs = models.JSONField(
         default=dict, blank=True, help_text="Extra timm.create_model keyword arguments."
     )

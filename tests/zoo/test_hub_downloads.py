@@ -1,0 +1,281 @@
+"""Hub checkpoints fetched for real: huggingface_hub and timm against a hub on loopback
+(tests/hub.py), reached through HF_ENDPOINT as a deployment reaches the real one."""
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.hub import LocalHub, timm_repo_files
+from zoo.hub import downloading_message, fetch_weights, remove_from_cache
+from zoo.loading import build_model
+from zoo.models import Checkpoint
+from zoo.weights import WeightsError
+
+REPO = "timm/test_resnet.r160_in1k"
+
+
+@pytest.fixture
+def local_hub(monkeypatch, settings, tmp_path):
+    """The hub on loopback, an empty cache, no token, short retries.
+
+    The suite runs with HF_HUB_OFFLINE=1, which huggingface_hub reads once at import: the
+    variable is turned off for zoo/hub.py and the client's copy of it with it.
+    """
+    from huggingface_hub import constants
+
+    hub = LocalHub(hang_seconds=2).start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    settings.ZOORANK_HUB_TRIES = 3
+    settings.ZOORANK_HUB_BACKOFF_SECONDS = 0.05
+    settings.ZOORANK_HUB_TIMEOUT_SECONDS = 0.5
+    yield hub
+    hub.stop()
+
+
+def timm_checkpoint(name="test_resnet.r160_in1k", architecture="test_resnet", tag="r160_in1k",
+                    hub_id="") -> Checkpoint:
+    return Checkpoint.objects.create(
+        name=name, architecture=architecture, pretrained_tag=tag, hub_id=hub_id,
+        input_size=[3, 160, 160], mean=[0.5] * 3, std=[0.5] * 3, num_classes=1000)
+
+
+def assert_same_weights(model, state):
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+
+
+def cache_files(folder, pattern="*"):
+    return sorted(p.name for p in Path(folder).rglob(pattern) if p.is_file() or p.is_symlink())
+
+
+@pytest.mark.django_db
+def test_a_timm_name_is_fetched_with_progress_and_its_sha256_recorded(local_hub):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    progress = []
+
+    model = build_model(checkpoint, download_progress=lambda done, total:
+                        progress.append((done, total)))
+
+    assert_same_weights(model, state)
+    size = len(local_hub.repos[REPO].files["model.safetensors"])
+    assert progress[0] == (0, size) and progress[-1] == (size, size)
+    checkpoint.refresh_from_db()
+    assert checkpoint.hub_files == {
+        "model.safetensors": hashlib.sha256(local_hub.repos[REPO].files["model.safetensors"])
+        .hexdigest()}
+    assert local_hub.downloads(REPO) == 1
+
+
+@pytest.mark.django_db
+def test_cached_weights_are_read_without_asking_the_hub(local_hub):
+    local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    build_model(checkpoint)
+    asked = len(local_hub.requests)
+
+    build_model(checkpoint)
+
+    assert len(local_hub.requests) == asked
+
+
+@pytest.mark.django_db
+def test_an_hf_hub_id_is_fetched_from_its_repository(local_hub):
+    state = local_hub.add_timm_model("acme/tiny-vit", "test_vit", seed=3)
+    checkpoint = timm_checkpoint("acme-tiny-vit", "test_vit", "", hub_id="hf-hub:acme/tiny-vit")
+
+    assert_same_weights(build_model(checkpoint), state)
+    assert {r.repo_id for r in local_hub.requests} == {"acme/tiny-vit"}
+
+
+def test_the_progress_message_reads_in_megabytes():
+    assert downloading_message(97_800_000, 102_000_000) == "downloading 97.8 of 102 MB"
+    assert downloading_message(1_500_000, 0) == "downloading 1.5 MB"
+
+
+@pytest.mark.django_db
+def test_a_repository_not_on_the_hub_fails_with_its_id(local_hub):
+    checkpoint = timm_checkpoint("ghost", hub_id="acme/ghost")
+    with pytest.raises(WeightsError, match="not on the hub: acme/ghost"):
+        build_model(checkpoint)
+    assert len(local_hub.requests) == 1  # not found is not retried
+
+
+@pytest.mark.django_db
+def test_server_errors_are_retried_then_the_download_works(local_hub):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    local_hub.fail(REPO, 500, times=2, method="HEAD")
+
+    assert_same_weights(build_model(timm_checkpoint()), state)
+    assert [r.answered for r in local_hub.requests][:2] == [500, 500]
+
+
+@pytest.mark.django_db
+def test_a_hub_that_keeps_failing_gives_a_clear_failure_after_a_few_tries(local_hub):
+    local_hub.add_timm_model(REPO, "test_resnet")
+    local_hub.fail(REPO, 503, times=100)
+
+    with pytest.raises(WeightsError, match="the hub failed 3 times for timm/test_resnet"):
+        build_model(timm_checkpoint())
+    assert len(local_hub.requests) == 3
+
+
+@pytest.mark.django_db
+def test_a_hub_that_does_not_answer_times_out_and_is_tried_again(local_hub):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    local_hub.fail(REPO, "hang", times=1, method="HEAD")
+
+    assert_same_weights(build_model(timm_checkpoint()), state)
+    assert local_hub.requests[0].answered == "hang"
+
+
+@pytest.mark.django_db
+def test_a_download_cut_halfway_is_resumed_and_never_used_half(local_hub, tmp_path):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    local_hub.fail(REPO, "cut", times=1, method="GET")
+
+    assert_same_weights(build_model(timm_checkpoint()), state)
+    bodies = [r.answered for r in local_hub.requests if r.method == "GET"]
+    assert bodies[0] == "cut" and bodies[1] in (200, 206)  # again from the start, or the rest
+    assert not cache_files(tmp_path / "hf-cache", "*.incomplete")
+
+
+@pytest.mark.django_db
+def test_a_download_cut_every_time_fails_leaves_nothing_and_the_next_try_starts_clean(
+        local_hub, settings, tmp_path):
+    settings.ZOORANK_HUB_TRIES = 1  # the client itself resumes five times, a second apart
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    local_hub.fail(REPO, "cut", times=100, method="GET")
+    checkpoint = timm_checkpoint()
+
+    with pytest.raises(WeightsError, match="the hub failed 1 times"):
+        build_model(checkpoint)
+    assert not cache_files(tmp_path / "hf-cache", "blobs/*")  # no half file under any name
+    assert not cache_files(tmp_path / "hf-cache", "snapshots/*/*")
+
+    local_hub.faults.clear()
+    assert_same_weights(build_model(checkpoint), state)
+
+
+@pytest.mark.django_db
+def test_a_damaged_file_in_the_cache_is_fetched_again(local_hub):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    blob = fetch_weights(checkpoint).weights_path.resolve()
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+
+    assert_same_weights(build_model(checkpoint), state)
+    assert local_hub.downloads(REPO) == 2
+
+
+@pytest.mark.django_db
+def test_weights_that_changed_on_the_hub_are_refused(local_hub):
+    local_hub.add_timm_model(REPO, "test_resnet", seed=0)
+    checkpoint = timm_checkpoint()
+    first = fetch_weights(checkpoint).sha256["model.safetensors"]
+    files, _ = timm_repo_files("test_resnet", seed=1)
+    local_hub.add_repo(REPO, files)
+    remove_from_cache(REPO)
+
+    with pytest.raises(WeightsError) as refused:
+        build_model(checkpoint)
+    message = str(refused.value)
+    assert "model.safetensors" in message and first in message
+    assert hashlib.sha256(files["model.safetensors"]).hexdigest() in message
+
+
+@pytest.mark.django_db
+def test_offline_without_a_cached_copy_says_so_and_with_one_reads_it(local_hub, monkeypatch):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="not in the local hub cache and the hub is offline"):
+        build_model(checkpoint)
+    assert local_hub.requests == []
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    build_model(checkpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_same_weights(build_model(checkpoint), state)
+
+
+@pytest.mark.django_db
+def test_a_gated_repository_asks_for_a_token_and_works_with_hf_token(local_hub, monkeypatch):
+    state = local_hub.add_timm_model("acme/gated", "test_resnet", token="s3cret", gated=True)
+    checkpoint = timm_checkpoint("acme-gated", hub_id="acme/gated")
+    with pytest.raises(WeightsError, match="gated on the hub: a token is needed .*HF_TOKEN"):
+        build_model(checkpoint)
+
+    monkeypatch.setenv("HF_TOKEN", "s3cret")
+    assert_same_weights(build_model(checkpoint), state)
+    assert local_hub.requests[-2].authorization == "Bearer s3cret"  # the HEAD before the body
+
+
+@pytest.mark.django_db
+def test_a_private_repository_without_a_token_says_to_set_one(local_hub):
+    local_hub.add_timm_model("acme/private", "test_resnet", token="s3cret")
+    checkpoint = timm_checkpoint("acme-private", hub_id="acme/private")
+    with pytest.raises(WeightsError, match="not on the hub: acme/private .*set HF_TOKEN"):
+        build_model(checkpoint)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fetches_of_one_repository_download_it_once(local_hub):
+    local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    errors = []
+
+    def fetch():
+        try:
+            fetch_weights(Checkpoint.objects.get(pk=checkpoint.pk))
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            from django.db import connection
+            connection.close()
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == [] and local_hub.downloads(REPO) == 1
+    assert sum(1 for r in local_hub.requests if r.method == "HEAD") <= 2
+
+
+@pytest.mark.django_db
+def test_an_evaluation_records_a_missing_hub_checkpoint_and_ranks_the_others(
+        local_hub, owner, tmp_path, private_stores):
+    from tests.builders import colours_dataset, evaluated, saved_checkpoint
+    from transferability.models import Status
+
+    local_hub.add_timm_model(REPO, "test_resnet")
+    present = saved_checkpoint("local-one", "test_resnet")
+    from_hub = timm_checkpoint()
+    ghost = timm_checkpoint("ghost", hub_id="acme/ghost")
+    evaluation = evaluated(owner, colours_dataset(owner, tmp_path), [present, from_hub, ghost],
+                           metrics=["logme"])
+
+    results = {r.checkpoint.name: r for r in evaluation.results.all()}
+    assert results["local-one"].status == Status.DONE
+    assert results[from_hub.name].status == Status.DONE
+    assert results[from_hub.name].message == ""  # "downloading ..." is gone once it is in
+    from_hub.refresh_from_db()
+    assert set(from_hub.hub_files) == {"model.safetensors"}
+    assert results["ghost"].status == Status.FAILED
+    assert "not on the hub: acme/ghost" in results["ghost"].message
+
+    from workers.jobs import _download_writer
+    _download_writer(results[from_hub.name].pk)(102_000_000, 102_000_000)
+    results[from_hub.name].refresh_from_db()
+    assert results[from_hub.name].message == "downloading 102 of 102 MB"
+
