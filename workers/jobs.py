@@ -295,7 +295,8 @@ def score_features(result: CheckpointResult, features: Features) -> None:
     if needs_correctness:
         if not caches.features.has(features.key, PROBE_CORRECT):
             try:
-                correct = probe_correctness(features.arrays[PRE_LOGITS], features.labels)
+                correct = probe_correctness(features.arrays[PRE_LOGITS], features.labels,
+                                            device=panel_device)
             except ValueError as exc:  # e.g. a class with one image: reported at the end
                 log.info("no probe correctness for %s: %s", result.checkpoint, exc)
             else:

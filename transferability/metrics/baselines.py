@@ -78,7 +78,9 @@ def probe_accuracy(
     standardised on each training fold, an L2-regularised multinomial logistic regression
     (``C`` = 1, lbfgs) is fitted, and the score is the fraction of samples whose
     out-of-fold prediction is right. The number of folds is reduced to the size of the
-    smallest class when that is smaller than ``n_splits``.
+    smallest class when that is smaller than ``n_splits``. On a CUDA panel (statistics
+    with a torch backend there) the probe is fitted on that device, otherwise by
+    scikit-learn (:func:`~transferability.probes.probe_implementation`).
 
     Raises ValueError when a class has fewer than 2 samples (it cannot appear on both
     sides of a split).
@@ -98,5 +100,6 @@ def probe_accuracy(
         )
     # One implementation of the probe, shared with complementarity (which needs the same
     # out-of-fold predictions per sample, and gets them remembered from this call).
-    correct = probe_correctness(X, y, folds=n_splits, seed=random_state, C=C, max_iter=max_iter)
+    correct = probe_correctness(X, y, folds=n_splits, seed=random_state, C=C, max_iter=max_iter,
+                                device=getattr(stats.backend, "device", None))
     return float(np.mean(correct))
