@@ -12,6 +12,13 @@ time of one float64 ``X.T @ X`` on the same features (this machine's BLAS yardst
 of three) and the ratio total / Gram, so that the figure travels between machines.
 ``--device cuda`` runs the torch path (the Gram yardstick then runs on the device too).
 
+``--versus DIR`` times the authors' released functions, imported at run time from the
+clones of their repositories under DIR, beside ours on the same generated inputs (float64;
+one cell, default N = 5,000, D = 512, C = 50, 1,000 source classes): both values, both best
+times and the ratio per metric (bench/versus.py lists what it looks for). For example:
+
+    .venv/bin/python bench/metrics.py --versus ~/authors --repeat 9
+
 Synthetic features are Gaussian class means plus unit noise, float32, balanced classes.
 The source-head metrics get a synthetic N x 1000 softmax in which each target class
 favours one source class. Times include first-call overheads (the first cell is coldest).
@@ -32,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FULL_GRID = {"n": [1000, 10000, 50000], "d": [128, 1024, 2048], "c": [2, 20, 100]}
 QUICK_GRID = {"n": [1000], "d": [128], "c": [2, 20]}
+VERSUS_CELL = {"n": [5000], "d": [512], "c": [50]}
 N_SOURCE_CLASSES = 1000
 
 
@@ -94,11 +102,20 @@ def parse_args(argv, metric_names):
     parser.add_argument("--device", default=None,
                         help="torch device for the panel (cuda, cpu); default NumPy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--versus", type=Path, metavar="DIR",
+                        help="time the authors' functions found under DIR beside ours "
+                             f"(default cell {VERSUS_CELL})")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="with --versus: timed calls of each side, best kept (default 5)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document (cells with per-metric seconds, panel "
                              "total, Gram seconds, ratio) instead of the tables")
     args = parser.parse_args(argv)
-    grid = QUICK_GRID if args.quick else FULL_GRID
+    grid = VERSUS_CELL if args.versus else QUICK_GRID if args.quick else FULL_GRID
+    if args.versus is not None and not args.versus.is_dir():
+        parser.error(f"--versus {args.versus}: not a folder")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     for axis in ("n", "d", "c"):
         values = getattr(args, axis) or grid[axis]
         if min(values) < 1:
@@ -146,6 +163,32 @@ def print_cell(cell: dict, out) -> None:
     print(f"{'ratio':<18}{cell['ratio']:>9.1f}  panel total / Gram", file=out, flush=True)
 
 
+def run_versus(args, out) -> int:
+    """Each cell once: the authors' functions beside ours (bench/versus.py)."""
+    import versus
+
+    cells = []
+    for n in args.n:
+        for d in args.d:
+            for c in args.c:
+                if c > n:
+                    continue
+                features, labels = synthetic_features(n, d, c, args.seed)
+                probs = synthetic_source_probs(labels, c, args.seed)
+                # float64, as the reference values of docs/science.md section 7 (the SFDA
+                # code loses accuracy on float32 features) and the worker's softmax.
+                features, probs = features.astype(np.float64), probs.astype(np.float64)
+                print(f"\nN={n} D={d} C={c}, {N_SOURCE_CLASSES} source classes; "
+                      f"best of {args.repeat}; authors' code from {args.versus}", file=out)
+                rows = versus.compare(args.versus, features, labels, probs, args.repeat,
+                                      names=set(args.metrics))
+                versus.print_rows(rows, out)
+                cells.append({"n": n, "d": d, "c": c, "metrics": rows})
+    if args.json:
+        print(json.dumps({"versus": cells}, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         from transferability.metrics import REGISTRY, score_panel
@@ -155,6 +198,8 @@ def main(argv=None) -> int:
     args = parse_args(argv, list(REGISTRY))
     out = sys.stderr if args.json else sys.stdout
     print(f"grid: N={args.n} D={args.d} C={args.c}", file=out)
+    if args.versus is not None:
+        return run_versus(args, out)
     cells = []
     for n in args.n:
         for d in args.d:

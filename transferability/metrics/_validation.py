@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def _as_2d_array(values, name: str, keep_float32: bool) -> np.ndarray:
+def _as_2d_array(values, name: str, keep_float32: bool, check_finite: bool = True) -> np.ndarray:
     try:
         array = np.asarray(values)
     except Exception as exc:  # ragged nested lists and the like
@@ -50,10 +50,15 @@ def _as_2d_array(values, name: str, keep_float32: bool) -> np.ndarray:
             out = array.astype(np.float64, copy=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be numeric, got dtype {array.dtype}: {exc}") from exc
-    if not np.isfinite(out).all():
-        bad = int(np.count_nonzero(~np.isfinite(out)))
-        raise ValueError(f"{name} contain NaN or inf values ({bad} non-finite entries)")
+    if check_finite:
+        _require_finite_entries(out, name)
     return out
+
+
+def _require_finite_entries(array: np.ndarray, name: str) -> None:
+    if not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"{name} contain NaN or inf values ({bad} non-finite entries)")
 
 
 def _map_labels(labels, n_rows: int, name: str) -> tuple[np.ndarray, int]:
@@ -71,6 +76,11 @@ def _map_labels(labels, n_rows: int, name: str) -> tuple[np.ndarray, int]:
         )
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
         raise ValueError("labels contain NaN or inf values")
+    if raw.dtype.kind in "iu" and raw.size and 0 <= raw.min() and raw.max() < 2 * n_rows + 1024:
+        # Small non-negative integers, the usual labels: a count per value is the same
+        # mapping as np.unique's, without its sort.
+        present = np.bincount(raw) > 0
+        return (np.cumsum(present) - 1)[raw].astype(np.intp, copy=False), int(present.sum())
     try:
         classes, mapped = np.unique(raw, return_inverse=True)
     except TypeError as exc:  # e.g. a mix of str and None in an object array
@@ -103,33 +113,69 @@ def check_features_labels(
 
 
 def check_source_probs(
-    source_probs, labels, *, min_classes: int = 2, atol: float = 1e-3
-) -> tuple[np.ndarray, np.ndarray, int]:
+    source_probs, labels, *, min_classes: int = 2, atol: float = 1e-3, argmax: bool = False
+):
     """Validate an ``N x C_source`` matrix of source-head softmax probabilities.
 
     Entries must be finite and non-negative and every row must sum to 1 within ``atol``
-    (logits passed by mistake are rejected with a message saying so). Rows are renormalised
-    exactly in float64. Returns ``(P, y, n_target_classes)``.
+    (logits passed by mistake are rejected with a message saying so). Returns
+    ``(P, y, n_target_classes)``, and each row's argmax (the first on a tie) after them
+    when ``argmax``. ``P`` is the input as given when float32 or float64 (float64
+    otherwise), *not* renormalised: a metric whose value depends on the row sums divides
+    by them itself, in float64, while its rows are in cache.
+
+    LEEP reads ``P`` twice and NCE once (its argmax), so the checks must cost less than a
+    pass over it: they read ``P`` once, in blocks that stay in cache while their row sums,
+    minimum and argmax are taken, and copy nothing.
     """
-    P = _as_2d_array(source_probs, "source_probs", keep_float32=False)
+    P = _as_2d_array(source_probs, "source_probs", keep_float32=True, check_finite=False)
+    sums, minimum, row_argmax = _scan_rows(P, argmax)
+    # NaN and inf propagate into the row sums: finite sums mean finite entries, unless
+    # finite float32 entries overflow in the sum (then the sums are taken in float64).
+    if not np.isfinite(sums).all():
+        _require_finite_entries(P, "source_probs")
+        sums = P.sum(axis=1, dtype=np.float64)
     y, n_classes = _map_labels(labels, P.shape[0], "source_probs")
     if n_classes < min_classes:
         raise ValueError(
             f"need at least {min_classes} classes, got {n_classes} "
             f"({'a single class' if n_classes == 1 else 'too few classes'})"
         )
-    if (P < 0).any():
+    if minimum < 0:
         raise ValueError(
             "source_probs must be softmax probabilities, found negative entries "
             "(were logits passed instead of probabilities?)"
         )
-    sums = P.sum(axis=1)
-    if not np.allclose(sums, 1.0, rtol=0.0, atol=atol):
+    if not np.max(np.abs(sums - 1.0)) <= atol:
         raise ValueError(
             "rows of source_probs must sum to 1 (softmax probabilities); got row sums in "
             f"[{sums.min():.6g}, {sums.max():.6g}]"
         )
-    return P / sums[:, None], y, n_classes
+    return (P, y, n_classes, row_argmax) if argmax else (P, y, n_classes)
+
+
+# Rows are scanned in blocks of about this many entries (1 MiB of float64, in cache).
+_SCAN_ENTRIES = 1 << 17
+
+
+def _scan_rows(P: np.ndarray, argmax: bool):
+    """Row sums (in P's dtype), the smallest entry, and the row argmaxes if asked."""
+    n, width = P.shape
+    step = max(1, _SCAN_ENTRIES // width)
+    sums = np.empty(n, dtype=P.dtype)
+    ones = np.ones(width, dtype=P.dtype)
+    row_argmax = np.empty(n, dtype=np.intp) if argmax else None
+    minimum = np.inf
+    with np.errstate(over="ignore", invalid="ignore"):  # told apart by the caller
+        for start in range(0, n, step):
+            block = P[start:start + step]
+            # A product with ones (BLAS) sums rows faster than np.sum along them; NaN and
+            # inf propagate all the same.
+            np.matmul(block, ones, out=sums[start:start + step])
+            minimum = min(minimum, block.min())
+            if argmax:
+                np.argmax(block, axis=1, out=row_argmax[start:start + step])
+    return sums, minimum, row_argmax
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

@@ -13,31 +13,57 @@ from ._validation import check_source_probs, require_finite
 
 __all__ = ["leep", "leep_from_probs"]
 
-_BLOCK_ENTRIES = 1 << 22
-
-
-def _joint_from_soft(P: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Empirical joint P(y, z) = 1/N * sum_{i: y_i = y} P_iz, as a C x Z matrix."""
-    order = np.argsort(y, kind="stable")
-    starts = np.searchsorted(y[order], np.arange(n_classes))
-    joint = np.add.reduceat(P[order], starts, axis=0)  # every class is non-empty
-    return joint / P.shape[0]
+# Rows are read in blocks of about this many entries (1 MiB of float64): each block is
+# converted and summed while it is in cache, never the whole matrix.
+_BLOCK_ENTRIES = 1 << 17
 
 
 def leep_from_probs(P: np.ndarray, y: np.ndarray, n_classes: int) -> float:
-    """LEEP on already validated, row-normalised probabilities (shared with N-LEEP)."""
-    joint = _joint_from_soft(P, y, n_classes)  # C x Z
-    marginal = joint.sum(axis=0)  # P(z)
+    """LEEP on validated probabilities, renormalised here in float64 (shared with N-LEEP).
+
+    The rows are visited in label order, in blocks, so that within a block each class is
+    one run of rows: its share of the joint P(y, z) is one vector-matrix product, and its
+    expected empirical predictions one matrix-vector product with its row of P(y | z).
+    Two passes over ``P`` and no N x Z temporary (the authors' ``P @ P(y | z).T`` costs
+    N x Z x C multiply-adds).
+    """
+    n, n_source = P.shape
+    order = np.argsort(y, kind="stable")
+    blocks = _class_runs(y[order], max(64, _BLOCK_ENTRIES // max(n_source, 1)))
+    ones = np.ones(n_source)
+    joint = np.zeros((n_classes, n_source))  # N P(y, z)
+    inverse_sums = np.empty(n)
+    for start, stop, runs in blocks:
+        block = P[order[start:stop]].astype(np.float64, copy=False)
+        inverse = 1.0 / (block @ ones)
+        inverse_sums[start:stop] = inverse
+        for a, b, label in runs:
+            joint[label] += inverse[a:b] @ block[a:b]
+    marginal = joint.sum(axis=0)
     conditional = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
-    n = P.shape[0]
-    total = 0.0
-    rows = max(1, _BLOCK_ENTRIES // max(P.shape[1], 1))
-    for start in range(0, n, rows):
-        block = P[start:start + rows]
-        eep = np.einsum("iz,iz->i", block, conditional[y[start:start + rows]])
-        # eep_i >= sum_z P_iz^2 / (N P(z)) > 0: sample i contributes to its own P(y_i, z).
-        total += float(np.sum(np.log(eep)))
-    return total / n
+    eep = np.empty(n)
+    for start, stop, runs in blocks:
+        block = P[order[start:stop]].astype(np.float64, copy=False)
+        for a, b, label in runs:
+            eep[start + a:start + b] = block[a:b] @ conditional[label]
+    # eep_i >= sum_z P_iz^2 / (N P(z)) > 0: sample i contributes to its own P(y_i, z).
+    return float(np.sum(np.log(eep * inverse_sums))) / n
+
+
+def _class_runs(y_sorted: np.ndarray, step: int) -> list:
+    """Blocks ``(start, stop, runs)`` of ``step`` rows of sorted labels; ``runs`` lists each
+    class's rows in the block as ``(first, last + 1, class)``, counted from ``start``."""
+    n = y_sorted.size
+    class_starts = np.flatnonzero(np.r_[True, y_sorted[1:] != y_sorted[:-1]])
+    cuts = np.union1d(class_starts, np.arange(0, n, step)).tolist() + [n]
+    labels = y_sorted[cuts[:-1]].tolist()
+    blocks = []
+    for i, cut in enumerate(cuts[:-1]):
+        if cut % step == 0:
+            start = cut
+            blocks.append((start, min(start + step, n), []))
+        blocks[-1][2].append((cut - start, cuts[i + 1] - start, labels[i]))
+    return blocks
 
 
 def leep(source_probs, labels) -> float:
@@ -54,7 +80,7 @@ def leep(source_probs, labels) -> float:
 
     Args:
         source_probs: ``N x C_source`` softmax probabilities of the checkpoint's own head
-            (rows must sum to 1 within 1e-3; they are renormalised).
+            (rows must sum to 1 within 1e-3; they are renormalised, in float64).
         labels: length-N target labels of any type (at least 2 classes).
     """
     P, y, n_classes = check_source_probs(source_probs, labels)

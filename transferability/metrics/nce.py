@@ -21,13 +21,13 @@ def nce(source_probs, labels) -> float:
         source_probs: ``N x C_source`` softmax probabilities of the checkpoint's own head.
         labels: length-N target labels of any type (at least 2 classes).
     """
-    P, y, n_classes = check_source_probs(source_probs, labels)
+    # The argmax of the rows as given, found in the checks' pass over them: dividing a row
+    # by its positive sum keeps the order (up to entries within a rounding error of the
+    # maximum, which renormalising may tie).
+    P, y, n_classes, z = check_source_probs(source_probs, labels, argmax=True)
     n, n_source = P.shape
-    z = np.argmax(P, axis=1)
-    counts = np.bincount(y * n_source + z, minlength=n_classes * n_source)
-    counts = counts.reshape(n_classes, n_source).astype(np.float64)
-    z_counts = counts.sum(axis=0)
-    nz = counts > 0
-    conditional = counts[nz] / np.broadcast_to(z_counts, counts.shape)[nz]
-    value = float(np.sum(counts[nz] / n * np.log(conditional)))
+    # Only the joint's non-empty cells (y, z), at most N of its C x C_source.
+    cells, counts = np.unique(y * n_source + z, return_counts=True)
+    z_counts = np.bincount(z, minlength=n_source)
+    value = float(np.sum(counts / n * np.log(counts / z_counts[cells % n_source])))
     return require_finite(value, "NCE")
