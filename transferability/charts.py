@@ -478,16 +478,27 @@ def class_balance(class_names, class_counts, tiny: int = 5) -> str:
 
 # A transfer's steps -----------------------------------------------------------------------
 
+def _step_labels(labels: list[str]) -> list[str]:
+    """Axis labels for a transfer's steps: "step 1", "step 2", ... as numbered in the table
+    above the chart (checkpoint names are too long to stand side by side); a lone step
+    keeps its label. The hover shows the names."""
+    if len(labels) == 1:
+        return [plain(labels[0])]
+    return [f"step {i + 1}" for i in range(len(labels))]
+
+
 def transfer_accuracy(steps: list[tuple[str, float]], before: float | None,
                       teacher_accuracy: dict) -> str:
     """The student's held-out accuracy after each step, from where it started, with each
     teacher's own accuracy as a dotted line."""
+    names = (["initial student"] if before is not None else []) + [
+        plain(label) for label, _ in steps]
     labels = ((["initial student"] if before is not None else [])
-              + [plain(label) for label, _ in steps])
+              + _step_labels([label for label, _ in steps]))
     values = ([before] if before is not None else []) + [value for _, value in steps]
     data = [{"type": "scatter", "mode": "lines+markers", "x": labels, "y": values,
-             "name": "student", "line": {"color": BLUE},
-             "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>"}]
+             "customdata": names, "name": "student", "line": {"color": BLUE},
+             "hovertemplate": "%{customdata}: %{y:.1f} %<extra></extra>"}]
     for name, value in sorted(teacher_accuracy.items()):
         data.append({"type": "scatter", "mode": "lines", "x": [labels[0], labels[-1]],
                      "y": [value, value], "name": f"teacher {plain(name)}",
@@ -502,14 +513,15 @@ def transfer_accuracy(steps: list[tuple[str, float]], before: float | None,
 def transfer_flips(steps: list[tuple[str, dict]]) -> str:
     """Gains and losses of each step against the initial student: positive flips (right
     now, wrong before) up, negative flips down, in % of the held-out images."""
-    labels = [plain(label) for label, _ in steps]
+    labels = _step_labels([label for label, _ in steps])
+    names = [plain(label) for label, _ in steps]
     data = [
         {"type": "bar", "x": labels, "y": [d["positive_flips"] for _, d in steps],
-         "name": "gained (positive flips)", "marker": {"color": BLUE},
-         "hovertemplate": "%{x}: +%{y:.1f} %<extra></extra>"},
+         "customdata": names, "name": "gained (positive flips)", "marker": {"color": BLUE},
+         "hovertemplate": "%{customdata}: +%{y:.1f} %<extra></extra>"},
         {"type": "bar", "x": labels, "y": [-d["negative_flips"] for _, d in steps],
-         "name": "lost (negative flips)", "marker": {"color": ORANGE},
-         "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>"},
+         "customdata": names, "name": "lost (negative flips)", "marker": {"color": ORANGE},
+         "hovertemplate": "%{customdata}: %{y:.1f} %<extra></extra>"},
     ]
     return _html({"data": data, "layout": {
         "title": _title("Gained and lost against the initial student (% of held-out images)"),

@@ -31,6 +31,10 @@ def transfer_detail(request, pk):
     guided = next((s.details.get("guided") for s in done if s.details.get("guided")), None)
     return render(request, "transferability/transfer_detail.html", {
         "transfer": transfer, "steps": steps, "teachers": teachers, "together": together,
+        # Sequential runs and soups train once per teacher: their gain is not like for like
+        # with one teacher's run of transfer.epochs (docs/science.md 5.1).
+        "epochs_in_all": transfer.epochs * len(teachers)
+        if len(teachers) > 1 and not together else None,
         "teacher_headers": [(t, accuracy.get(t)) for t in teachers],
         "step_rows": [(s, [(s.flips or {}).get(t) for t in teachers]) for s in steps],
         "accuracy_chart": charts.transfer_accuracy(
