@@ -205,7 +205,10 @@ def _cached_stage_names(key: str) -> list[str] | None:
     return [str(s) for s in caches.features.load(key, "stage_names")]
 
 
-def _progress_writer(result_id: int, every_seconds: float = 0.5):
+def _row_writer(result_id: int, fields, every_seconds: float = 0.5):
+    """A progress callback (done, total) that writes ``fields(done, total)`` and a heartbeat
+    to the result row at most every ``every_seconds``, and always at the end; it stops the
+    task past its deadline."""
     last = [0.0]
 
     def write(done: int, total: int) -> None:
@@ -214,26 +217,22 @@ def _progress_writer(result_id: int, every_seconds: float = 0.5):
         if done == total or now - last[0] >= every_seconds:
             last[0] = now
             CheckpointResult.objects.filter(pk=result_id).update(
-                images_done=done, images_total=total, heartbeat_at=timezone.now()
-            )
+                **fields(done, total), heartbeat_at=timezone.now())
 
     return write
+
+
+def _progress_writer(result_id: int, every_seconds: float = 0.5):
+    return _row_writer(result_id, lambda done, total: {"images_done": done,
+                                                       "images_total": total},
+                       every_seconds)
 
 
 def _download_writer(result_id: int, every_seconds: float = 0.5):
     """Hub download progress on the result row ("downloading 97.8 of 102 MB"), with a
     heartbeat: a large download is a sign of life, not a stall."""
-    last = [0.0]
-
-    def write(done: int, total: int) -> None:
-        healing.check_deadline()
-        now = time.monotonic()
-        if done == total or now - last[0] >= every_seconds:
-            last[0] = now
-            CheckpointResult.objects.filter(pk=result_id).update(
-                message=downloading_message(done, total), heartbeat_at=timezone.now())
-
-    return write
+    return _row_writer(result_id, lambda done, total: {
+        "message": downloading_message(done, total)}, every_seconds)
 
 
 def score_features(result: CheckpointResult, features: Features) -> None:
