@@ -38,7 +38,12 @@ Drills:
 - ``slow-clients``: drills/slow_clients.py, 60 clients sending their headers slowly, against
   gunicorn alone and through nginx (deploy/nginx/), while another user's dashboard is timed;
 - ``two-hosts`` (services only): drills/hosts.py, two workers that share only PostgreSQL,
-  Redis and an S3-compatible store split one evaluation and reuse each other's features.
+  Redis and an S3-compatible store split one evaluation and reuse each other's features;
+- ``hub-faults``: hub checkpoints fetched by real workers from a hub on loopback
+  (tests/hub.py, through HF_ENDPOINT): the worker is SIGKILLed in the middle of a download,
+  another repository answers 500 twice, a third is not on the hub; a new worker finishes the
+  evaluation with no human action, only whole files checked against their sha256 in the
+  cache, the missing checkpoint failed with its id and the others ranked.
 """
 
 from __future__ import annotations
@@ -700,6 +705,93 @@ def slow_clients(drill: Drill, env: dict) -> None:
     run(drill, env, free_port)
 
 
+def hub_faults(drill: Drill, env: dict) -> None:
+    import hashlib
+
+    from tests.builders import image_folder_zip
+    from tests.hub import LocalHub
+    from transferability.datasets import create_target_dataset
+    from transferability.models import CheckpointResult, Evaluation, Status
+    from transferability.submission import submit_evaluation
+    from zoo.timm_catalog import import_catalog
+
+    from django.contrib.auth import get_user_model
+
+    names = ["test_convnext.r160_in1k", "test_efficientnet.r160_in1k"]
+    hub = LocalHub(hang_seconds=2, bytes_per_second=120_000).start()
+    try:
+        for seed, name in enumerate(names):
+            hub.add_timm_model(f"timm/{name}", name.partition(".")[0], seed=seed)
+        cache = Path(env["ZOORANK_VAR_DIR"]) / "hf-home" / "hub"
+        env.update({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.endpoint,
+                    "HF_HOME": str(cache.parent), "HF_HUB_CACHE": str(cache),
+                    "ZOORANK_HUB_TRIES": "3", "ZOORANK_HUB_BACKOFF_SECONDS": "0.5"})
+        env.pop("HF_TOKEN", None)
+        import_catalog(names=names, jobs=1, enable_new=True)
+        from zoo.models import Checkpoint
+
+        ghost = Checkpoint.objects.create(
+            name="ghost", architecture="test_resnet", hub_id="acme/ghost",
+            input_size=[3, 64, 64], mean=[0.5] * 3, std=[0.5] * 3, num_classes=1000)
+        checkpoints = list(Checkpoint.objects.filter(name__in=names).order_by("name")) + [ghost]
+        user = get_user_model().objects.create_user("drill-hub", password="x")
+        archive = image_folder_zip(Path(tempfile.mkdtemp()) / "d.zip",
+                                   {"a": 20, "b": 20, "c": 20}, seed=3, size=48)
+        dataset = create_target_dataset(user, "drill", archive)
+        hub.fail("timm/test_efficientnet.r160_in1k", 500, times=2, method="HEAD")
+
+        first = drill.start_worker(env, "first")
+        evaluation = submit_evaluation(user, dataset, checkpoints, metrics=["tmi", "logme"])
+        def mid_download():
+            for row in CheckpointResult.objects.filter(evaluation=evaluation,
+                                                       message__startswith="downloading "):
+                done, _, total = row.message.removeprefix("downloading ").partition(" of ")
+                if 0 < float(done) < float(total.removesuffix(" MB") or 0):
+                    return row
+            return None
+
+        victim = wait_for(mid_download, 120, "a download under way")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        partial = [p for p in cache.rglob("*.incomplete")]
+        drill.check(True, f"worker killed (SIGKILL) while {victim.checkpoint.name} was "
+                          f"{victim.message!r}; partial files in its cache: {len(partial)}")
+        started = time.monotonic()
+        hub.bytes_per_second = None
+        drill.start_worker(env, "second")
+        wait_for(lambda: Evaluation.objects.get(pk=evaluation.pk).is_finished, 240,
+                 "the evaluation to finish")
+        evaluation.refresh_from_db()
+        rows = {r.checkpoint.name: r for r in evaluation.results.select_related("checkpoint")}
+        drill.check(evaluation.status == Status.DONE,
+                    f"evaluation {evaluation.status} {time.monotonic() - started:.0f} s after "
+                    f"the new worker started, no human action: {evaluation.message!r}")
+        for name in names:
+            row, checkpoint = rows[name], Checkpoint.objects.get(name=name)
+            want = hashlib.sha256(hub.repos[f"timm/{name}"].files["model.safetensors"]) \
+                .hexdigest()
+            drill.check(row.status == Status.DONE and row.message == "",
+                        f"{name} {row.status} (attempts {row.attempts}) {row.message!r}")
+            drill.check(checkpoint.hub_files == {"model.safetensors": want},
+                        f"{name}: sha256 recorded {want[:12]}…")
+        drill.check(rows["ghost"].status == Status.FAILED
+                    and "not on the hub: acme/ghost" in rows["ghost"].message,
+                    f"ghost failed: {rows['ghost'].message!r}")
+        errors = [r.answered for r in hub.requests if r.answered == 500]
+        ranged = [r for r in hub.requests if r.range]
+        drill.check(len(errors) == 2, f"the hub's two 500s were tried again "
+                                      f"({len(ranged)} ranged requests resumed a partial file)")
+        blobs = [p for p in cache.rglob("blobs/*") if p.is_file()
+                 and not p.name.endswith(".incomplete")]
+        whole = all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+                    for p in blobs if len(p.name) == 64)
+        drill.check(whole and not list(cache.rglob("*.incomplete")),
+                    f"the cache holds only whole files, each named by its sha256 "
+                    f"({len(blobs)} blobs)")
+    finally:
+        hub.stop()
+
+
 def two_hosts(drill: Drill, env: dict) -> None:
     from drills.hosts import run_two_hosts
 
@@ -721,6 +813,7 @@ DRILLS = {
                                             "ZOORANK_TRUSTED_PROXIES": "127.0.0.1"}),
     "storage-quota": (storage_quota, {"ZOORANK_USER_QUOTA_GB": 2 / 1024}),
     "slow-clients": (slow_clients, {}),
+    "hub-faults": (hub_faults, {}),
 }
 
 

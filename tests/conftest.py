@@ -69,18 +69,38 @@ def _purge_broker() -> None:
 
 
 @pytest.fixture(scope="session")
-def worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker, in its own process, on the test database and broker."""
+def session_hub(tmp_path_factory):
+    """The model hub the suite's worker talks to: tests/hub.py on loopback, empty until a
+    test adds a repository. The worker reaches it through HF_ENDPOINT, as a deployment
+    reaches the real hub, with a cache of its own (``session_hub.cache``)."""
+    from tests.hub import LocalHub
+
+    hub = LocalHub(hang_seconds=2).start()
+    hub.cache = tmp_path_factory.mktemp("worker-hf-home") / "hub"
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_process(django_db_setup, django_db_blocker, tmp_path_factory, session_hub):
+    """A real Celery worker, in its own process, on the test database and broker, online to
+    the suite's own hub (``session_hub``) and to nothing else."""
     from django.conf import settings
     from django.db import connection
 
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update({
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
         "ZOORANK_VAR_DIR": str(settings.VAR_DIR),
         "ZOORANK_DATABASE_NAME": str(connection.settings_dict["NAME"]),
-        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": session_hub.endpoint,
+        "HF_HOME": str(session_hub.cache.parent),
+        "HF_HUB_CACHE": str(session_hub.cache),
+        "ZOORANK_HUB_TRIES": "3",
+        "ZOORANK_HUB_BACKOFF_SECONDS": "0.1",
+        "ZOORANK_HUB_TIMEOUT_SECONDS": "2",
         "ZOORANK_LOADER_WORKERS": "0",
         # Tests make stalled rows on purpose: the suite's worker does not sweep them away
         # (drills/run.py exercises the sweep with real workers).

@@ -16,7 +16,8 @@ The real client and the real timm loader talk to it over HTTP, reached through
 Faults are queued per repository (``fail``) and used up one request at a time: an HTTP
 status (404, 500, ...), ``"hang"`` (no answer for ``hang_seconds``, then a closed
 connection) or ``"cut"`` (the full ``Content-Length`` announced, half the file sent, the
-connection closed). A repository added with a ``token`` wants ``Authorization: Bearer
+connection closed). ``bytes_per_second`` slows the content server down, so that a test can
+watch a download's progress. A repository added with a ``token`` wants ``Authorization: Bearer
 <token>``: a gated one answers 401 ``GatedRepo`` without it, a private one 401
 ``RepoNotFound``, as the hub does.
 
@@ -32,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
@@ -74,9 +77,11 @@ def git_blob_id(content: bytes) -> str:
 
 
 def timm_repo_files(architecture: str, num_classes: int = 1000, seed: int = 0,
+                    label_names: list[str] | None = None, card_license: str | None = None,
                     **model_kwargs) -> tuple[dict[str, bytes], dict]:
     """``model.safetensors`` and ``config.json`` of a timm model with seeded random weights,
-    as the hub holds them for timm's own repositories; also the state dict, to compare."""
+    as the hub holds them for timm's own repositories (with ``label_names``, and a model card
+    whose metadata gives ``card_license``, when asked); also the state dict, to compare."""
     import timm
     import torch
     from safetensors.torch import save
@@ -92,13 +97,21 @@ def timm_repo_files(architecture: str, num_classes: int = 1000, seed: int = 0,
         "pretrained_cfg": {k: v for k, v in model.pretrained_cfg.items()
                            if isinstance(v, (str, int, float, list, tuple)) or v is None},
     }
+    if model_kwargs:
+        config["model_args"] = model_kwargs
+    if label_names is not None:
+        config["label_names"] = list(label_names)
     files = {"model.safetensors": save(state),
              "config.json": json.dumps(config, indent=2).encode()}
+    if card_license:
+        files["README.md"] = (f"---\ntags:\n- image-classification\nlicense: {card_license}\n"
+                              f"library_name: timm\n---\n# {architecture}\n").encode()
     return files, state
 
 
 class LocalHub:
-    def __init__(self, hang_seconds: float = 3.0):
+    def __init__(self, hang_seconds: float = 3.0, bytes_per_second: float | None = None):
+        self.bytes_per_second = bytes_per_second
         self.repos: dict[str, Repo] = {}
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
@@ -113,8 +126,10 @@ class LocalHub:
         return self.repos[repo_id]
 
     def add_timm_model(self, repo_id: str, architecture: str, num_classes: int = 1000,
-                       seed: int = 0, **repo) -> dict:
-        files, state = timm_repo_files(architecture, num_classes, seed)
+                       seed: int = 0, label_names: list[str] | None = None,
+                       card_license: str | None = None, **repo) -> dict:
+        files, state = timm_repo_files(architecture, num_classes, seed, label_names,
+                                       card_license)
         self.add_repo(repo_id, files, **repo)
         return state
 
@@ -268,8 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if body:
-            for start in range(0, len(content), 1 << 16):
-                self.wfile.write(content[start:start + (1 << 16)])
+            chunk = 1 << 16
+            for start in range(0, len(content), chunk):
+                self.wfile.write(content[start:start + chunk])
+                if self.role == "content" and self.hub.bytes_per_second:
+                    time.sleep(chunk / self.hub.bytes_per_second)
 
     def _error(self, status: int, code: str, message: str = "", extra: dict | None = None) -> None:
         payload = json.dumps({"error": message or code or "error"}).encode()
@@ -280,6 +298,35 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Error-Message"] = message
         self._send(status, payload, self.command == "GET",
                    {**headers, "Content-Type": "application/json"})
+
+
+def talk_to(hub: LocalHub, monkeypatch, tmp_path) -> None:
+    """This process online to ``hub`` alone, with an empty cache under ``tmp_path`` and no
+    token, for the rest of the test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+@pytest.fixture
+def local_hub(monkeypatch, settings, tmp_path):
+    """The hub on loopback, an empty cache, no token, short retries.
+
+    The suite runs with HF_HUB_OFFLINE=1, which huggingface_hub reads once at import: the
+    variable is turned off for zoo/hub.py and the client's copy of it with it.
+    """
+    hub = LocalHub(hang_seconds=2).start()
+    talk_to(hub, monkeypatch, tmp_path)
+    settings.ZOORANK_HUB_TRIES = 3
+    settings.ZOORANK_HUB_BACKOFF_SECONDS = 0.05
+    settings.ZOORANK_HUB_TIMEOUT_SECONDS = 0.5
+    yield hub
+    hub.stop()
 
 
 def _parse_resolve(path: str) -> tuple[str, str, str]:

@@ -62,9 +62,11 @@ def two_users(django_user_model, tmp_path, settings):
     evaluation = submit_evaluation(owner, dataset, checkpoints, metrics=["tmi"],
                                    enqueue_work=False)
     jobs.run_inline(evaluation.pk)
+    # A checkpoint of the owner's own (a student distilled on their data): theirs alone.
+    own_checkpoint = saved_checkpoint("fz-own", seed=3, owner=owner)
     return {"owner": Token.objects.create(user=owner).key,
             "other": Token.objects.create(user=other).key,
-            "dataset": dataset, "evaluation": evaluation}
+            "dataset": dataset, "evaluation": evaluation, "checkpoint": own_checkpoint}
 
 
 def operations(schema):
@@ -100,10 +102,13 @@ def test_a_second_user_never_reaches_the_owners_objects(api_schema, two_users, s
     """Path ids point at the owner's objects: the outsider gets 4xx and none of their data."""
     headers = {"Authorization": f"Token {two_users['other']}"}
     dataset, evaluation = two_users["dataset"], two_users["evaluation"]
+    checkpoint = two_users["checkpoint"]
 
     def check(case):
         for name in list(case.path_parameters or {}):
-            case.path_parameters[name] = dataset.pk if "dataset" in case.path else evaluation.pk
+            case.path_parameters[name] = (
+                dataset.pk if "dataset" in case.path else
+                checkpoint.pk if "checkpoint" in case.path else evaluation.pk)
         response = case.call(headers=headers)
         assert response.status_code < 500, (case.method, case.path, response.text[:300])
         if case.path_parameters:

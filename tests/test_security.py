@@ -233,7 +233,14 @@ ROUTES: dict[str, Rule] = {
     "api-transfer-cancel": Rule("api", {"POST": {409}}, lambda w: {"pk": w.transfer.pk}),
     "transfer-detail": Rule("page", {"GET": {200}}, lambda w: {"pk": w.transfer.pk}),
     "transfer-cancel": Rule("page", {"POST": {302}}, lambda w: {"pk": w.transfer.pk}),
-    "api-checkpoint-list": Rule("api-mine", {"GET": {200}}),
+    # Adding a checkpoint from the hub is for staff: alice and mallory are refused alike;
+    # staff is told the hub cannot be reached (the suite runs offline).
+    "api-checkpoint-list": Rule("api-mine", {"GET": {200}, "POST": {403}},
+                                body=lambda w: {"hub": "hf-hub:acme/anything"},
+                                others={"POST": {400, 403}}),
+    # The shared zoo: every user sees its checkpoints (a distilled one only its owner).
+    "api-checkpoint-detail": Rule("api-mine", {"GET": {200}},
+                                  lambda w: {"pk": w.checkpoints[0].pk}),
     "api-metric-list": Rule("api-mine", {"GET": {200}}),
     # The admin: its own pages, then one set of pages per registered model (below).
     "admin:index": Rule("admin", {"GET": {200}}),
@@ -244,6 +251,7 @@ ROUTES: dict[str, Rule] = {
     "admin:autocomplete": Rule("admin", {"GET": {200}}, query=lambda w: (
         "app_label=transferability&model_name=evaluation&field_name=dataset")),
     "admin:jsi18n": Rule("admin", {"GET": {200}}),
+    "admin:zoo_checkpoint_from_hub": Rule("admin", {"GET": {200}}),
     "admin:view_on_site": Rule("admin", {"GET": {302}}, lambda w: {
         "content_type_id": ContentType.objects.get_for_model(w.dataset).pk,
         "object_id": w.dataset.pk}),
@@ -761,6 +769,7 @@ SUBMITS = {"dataset-upload", "dataset-detail", "evaluation-retry", "evaluation-r
 DOES_NOT_SUBMIT = {"dataset-delete", "evaluation-cancel", "evaluation-delete", "logout",
                    "api-token", "api-evaluation-cancel", "login", "password_change",
                    "transfer-cancel", "api-transfer-cancel",
+                   "api-checkpoint-list",  # staff adding to the shared zoo, not a user's work
                    "admin:logout"}
 
 

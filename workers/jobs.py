@@ -357,6 +357,11 @@ def claim_final_step(evaluation_id: int) -> bool:
     ).update(status=Status.FINALIZING))
 
 
+def _named(name: str, message: str) -> str:
+    """"name: message", without a second "name: " when the message starts with one."""
+    return message if message.startswith(f"{name}: ") else f"{name}: {message}"
+
+
 def finalize_evaluation(evaluation_id: int) -> None:
     evaluation = Evaluation.objects.select_related("dataset").get(pk=evaluation_id)
     if evaluation.status != Status.FINALIZING:
@@ -367,7 +372,7 @@ def finalize_evaluation(evaluation_id: int) -> None:
     messages = []
     if failed:
         messages.append(f"{len(failed)} of {len(results)} checkpoints failed: "
-                        + "; ".join(f"{r.checkpoint.name}: {r.message}" for r in failed[:5]))
+                        + "; ".join(_named(r.checkpoint.name, r.message) for r in failed[:5]))
     combine_set_scores(done)
     report = None
     if len(done) >= 2:

@@ -68,3 +68,13 @@ def validate_checkpoints(checkpoint_ids: list[int]) -> None:
 
     for checkpoint in Checkpoint.objects.filter(pk__in=checkpoint_ids).order_by("name"):
         validate_checkpoint(checkpoint)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prefetch_checkpoints(checkpoint_ids: list[int]) -> None:
+    """Hub weights into this worker's cache ahead of use (the admin's "Prefetch")."""
+    from zoo.models import Checkpoint
+    from zoo.validation import prefetch_checkpoint
+
+    for checkpoint in Checkpoint.objects.filter(pk__in=checkpoint_ids).order_by("name"):
+        prefetch_checkpoint(checkpoint)

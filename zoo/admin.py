@@ -4,7 +4,12 @@ from pathlib import Path
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
+from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from .models import Checkpoint
 from .validation import QUEUED_MESSAGE
@@ -60,12 +65,28 @@ class CheckpointForm(forms.ModelForm):
         return data
 
 
+class HubReferenceForm(forms.Form):
+    hub = forms.CharField(
+        label="timm name or hf-hub: id", max_length=300,
+        widget=forms.TextInput(attrs={"size": 50, "autofocus": True,
+                                      "placeholder": "resnet50.a1_in1k or hf-hub:timm/resnet50.a1_in1k"}),
+        help_text="Its architecture, data config, classes and licence are read from the "
+                  "repository's config.json; a worker then fetches the weights, records their "
+                  "sha256 and loads them.")
+    name = forms.CharField(max_length=200, required=False,
+                           help_text="Its name in the zoo; the timm name or repository id when "
+                                     "left empty.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     form = CheckpointForm
+    change_list_template = "admin/zoo/checkpoint/change_list.html"
     list_display = (
         "name", "architecture", "family", "weights_source", "feature_dim", "parameters",
-        "source_dataset", "top1", "enabled", "curated", "loads", "load_message", "owner",
+        "source_dataset", "top1", "enabled", "curated", "loads", "load_message", "weights",
+        "owner",
     )
     list_filter = ("enabled", "weights_source", "family", "source_dataset", "curated", "loads",
                    ("owner", admin.RelatedOnlyFieldListFilter))  # "(None)": the shared zoo
@@ -73,10 +94,75 @@ class CheckpointAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     search_fields = ("name", "architecture", "pretrained_tag", "hub_id", "family")
     search_help_text = "Name, architecture, pretrained tag, hub id or family."
-    readonly_fields = ("weights_sha256", "loads", "load_message", "validated_at", "created_at",
-                       "updated_at")
+    readonly_fields = ("weights_sha256", "weights_bytes", "fetch_message", "loads",
+                       "load_message", "validated_at", "created_at", "updated_at")
     list_per_page = 100
-    actions = ["enable", "disable", "validate", "refresh_from_timm"]
+    actions = ["enable", "disable", "validate", "prefetch", "refresh_from_timm"]
+
+    @admin.display(description="Weights", ordering="weights_bytes")
+    def weights(self, obj):
+        size = filesizeformat(obj.weights_bytes) if obj.weights_bytes else ""
+        return " · ".join(part for part in (size, obj.fetch_message) if part) or "–"
+
+    def get_urls(self):
+        return [path("from-hub/", self.admin_site.admin_view(self.add_from_hub_view),
+                     name="zoo_checkpoint_from_hub")] + super().get_urls()
+
+    def add_from_hub_view(self, request):
+        """Add a checkpoint by timm name or hf-hub: id; a worker fetches its weights."""
+        from .hub_curation import CurationError, add_from_hub, queue_fetch
+
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = HubReferenceForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                checkpoint = add_from_hub(data["hub"], data["name"], data["enabled"],
+                                          queue=False)
+            except CurationError as exc:
+                form.add_error("hub", str(exc))
+            else:
+                try:
+                    queue_fetch([checkpoint.pk])
+                except Exception as exc:  # the broker is down: nothing would fetch it
+                    checkpoint.delete()
+                    form.add_error(None, f"Nothing added: the task queue could not be reached "
+                                         f"({exc}).")
+                else:
+                    note = f" {checkpoint.curation_note}" if checkpoint.curation_note else ""
+                    self.message_user(
+                        request, f"{checkpoint.name} added from {checkpoint.hub_id}; a worker "
+                                 f"is fetching its weights (Weights and Loads show how it "
+                                 f"goes).{note}",
+                        messages.WARNING if note else messages.SUCCESS)
+                    return redirect(reverse("admin:zoo_checkpoint_change",
+                                            args=[checkpoint.pk]))
+        context = {**self.admin_site.each_context(request), "form": form,
+                   "title": "Add a checkpoint from the hub", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/zoo/checkpoint/from_hub.html", context)
+
+    @admin.action(description="Prefetch: bring selected hub weights into a worker's cache")
+    def prefetch(self, request, queryset):
+        from .hub_curation import queue_fetch
+
+        ids = list(queryset.filter(weights_source=Checkpoint.WeightsSource.HUB)
+                   .order_by("name").values_list("pk", flat=True))
+        others = queryset.count() - len(ids)
+        if not ids:
+            self.message_user(request, "None of the selected checkpoints takes its weights "
+                                       "from the hub: nothing to fetch.", messages.WARNING)
+            return
+        try:
+            queue_fetch(ids, prefetch=True)
+        except Exception as exc:
+            self.message_user(request, f"Nothing queued: the task queue could not be reached "
+                                       f"({exc}).", messages.ERROR)
+            return
+        left = f" {others} without hub weights left alone." if others else ""
+        self.message_user(request, f"{len(ids)} checkpoint{'s' if len(ids) != 1 else ''} "
+                                   f"queued for fetching; the Weights column shows the "
+                                   f"progress.{left}", messages.SUCCESS)
 
     @admin.display(description="Parameters", ordering="param_count")
     def parameters(self, obj):

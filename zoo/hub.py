@@ -21,6 +21,10 @@ What this adds to the client:
   changed on the hub are refused rather than silently ranked under the old name.
 - One download per repository per host at a time (a file lock in the cache): concurrent
   evaluations that need the same weights wait for the first and then read its files.
+- With an object store (config/local_cache.py), the first host to fetch a file from the hub
+  stores it there under its sha256 (``hub/<sha256>/<file>``); another host whose checkpoint
+  recorded that hash copies it from the store into its own bounded cache instead of asking
+  the hub, and checks the hash again.
 
 The client itself never leaves a half file in the cache: it downloads to a temporary
 name unique to the process, checks the size, and renames; a killed worker leaves only a
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # bytes done, bytes in all (0: not known yet)
 
+# Bytes between two progress reports of a download.
+PROGRESS_CHUNK_BYTES = 256 * 1024
+
 # What timm looks for in a repository, in its order of preference.
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -62,6 +69,7 @@ class HubWeights:
     downloaded_bytes: int = 0
     seconds: float = 0.0
     weights_file: str = ""
+    source: str = "hub"  # "hub" (downloaded now), "cache" (this host's), "store" (object store)
 
     @property
     def weights_path(self) -> Path:
@@ -118,14 +126,24 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
     from filelock import FileLock
 
     repo_id, filename = hub_repo(checkpoint)
+    started = time.perf_counter()
+    wanted = (filename,) if filename else WEIGHTS_FILES
+    stored = _from_object_store(checkpoint, wanted)
+    if stored is not None:
+        weights_file, path = stored
+        result = HubWeights(repo_id, {weights_file: path},
+                            {weights_file: checkpoint.hub_files[weights_file]},
+                            0, time.perf_counter() - started, weights_file, source="store")
+        record_hashes(checkpoint, result.sha256)
+        _record_size(checkpoint, path)
+        return result
     cache = Path(hub_cache() or _default_cache())
     lock_path = cache / ".zoorank-locks" / (repo_id.replace("/", "--") + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    wanted = (filename,) if filename else WEIGHTS_FILES
     for attempt in range(2):
         with FileLock(str(lock_path)):
-            weights_file, path, downloaded = _fetch_first(checkpoint, repo_id, wanted, progress)
+            weights_file, path, downloaded = _fetch_first(checkpoint.name, repo_id, wanted,
+                                                          progress)
             try:
                 sha = _checked_sha256(checkpoint, repo_id, weights_file, path)
                 break
@@ -135,9 +153,70 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
                 log.warning("%s: %s in the cache was not what the hub announced; fetching "
                             "it again", repo_id, weights_file)
     result = HubWeights(repo_id, {weights_file: path}, {weights_file: sha}, downloaded,
-                        time.perf_counter() - started, weights_file)
+                        time.perf_counter() - started, weights_file,
+                        source="hub" if downloaded else "cache")
     record_hashes(checkpoint, result.sha256)
+    _record_size(checkpoint, path)
+    _share_through_object_store(repo_id, weights_file, sha, path)
     return result
+
+
+def store_object_name(sha256: str, filename: str) -> str:
+    """Where a hub file is kept in the object store: by content, so any checkpoint (or host)
+    that recorded this hash finds it."""
+    return f"hub/{sha256}/{filename}"
+
+
+def _from_object_store(checkpoint, filenames) -> tuple[str, Path] | None:
+    """(file name, local path) of a recorded hub file another host put in the object store."""
+    from config.local_cache import (delete_object, fetch_file, local_cache, object_exists,
+                                    store_is_remote)
+
+    if not store_is_remote():
+        return None
+    for filename in filenames:
+        sha = (checkpoint.hub_files or {}).get(filename)
+        if not sha:
+            continue
+        name = store_object_name(sha, filename)
+        try:
+            if not object_exists(name):
+                continue
+            path = fetch_file(name, entry=name)
+        except Exception as exc:  # the store is down: the hub is still there
+            log.warning("%s: could not read %s from the object store (%s); asking the hub",
+                        checkpoint.name, name, _short(exc))
+            continue
+        if sha256_of_path(path) == sha:
+            return filename, path
+        # A damaged copy: never used, dropped from this host and from the store (the hub's
+        # file takes its place), and the hub asked instead.
+        log.warning("%s: %s in the object store is not the recorded file; asking the hub",
+                    checkpoint.name, name)
+        local_cache().discard(name)
+        delete_object(name)
+    return None
+
+
+def _share_through_object_store(repo_id: str, filename: str, sha: str, path: Path) -> None:
+    from config.local_cache import store_is_remote, upload_if_absent
+
+    if not store_is_remote():
+        return
+    try:
+        upload_if_absent(store_object_name(sha, filename), path.resolve())
+    except Exception as exc:  # the weights are here; other hosts will ask the hub
+        log.warning("%s: could not put %s in the object store (%s)", repo_id, filename,
+                    _short(exc))
+
+
+def _record_size(checkpoint, path: Path) -> None:
+    from .models import Checkpoint
+
+    size = path.stat().st_size
+    if checkpoint.weights_bytes != size:
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(weights_bytes=size)
+        checkpoint.weights_bytes = size
 
 
 def record_hashes(checkpoint, sha256: dict[str, str]) -> None:
@@ -170,22 +249,27 @@ def _default_cache() -> str:
     return constants.HF_HUB_CACHE
 
 
-def _fetch_first(checkpoint, repo_id: str, filenames, progress) -> tuple[str, Path, int]:
+def _fetch_first(label: str, repo_id: str, filenames, progress) -> tuple[str, Path, int]:
     """The first of ``filenames`` the repository has: (name, local path, bytes downloaded)."""
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     missing = None
     for filename in filenames:
         try:
-            return _fetch_file(checkpoint, repo_id, filename, progress)
+            return fetch_file(label, repo_id, filename, progress)
         except RemoteEntryNotFoundError as exc:
             missing = exc
-    raise WeightsError(f"{checkpoint.name}: {repo_id} on the hub has no weights file "
+    raise WeightsError(f"{label}: {repo_id} on the hub has no weights file "
                        f"({' or '.join(filenames)})") from missing
 
 
-def _fetch_file(checkpoint, repo_id: str, filename: str, progress) -> tuple[str, Path, int]:
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+def fetch_file(label: str, repo_id: str, filename: str, progress=None,
+               tries: int | None = None) -> tuple[str, Path, int]:
+    """One file of a repository in the host's cache: (name, local path, bytes downloaded).
+
+    ``label`` starts the messages (a checkpoint's name). Raises WeightsError, or
+    RemoteEntryNotFoundError when the repository exists but has no such file."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
                                         RemoteEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
@@ -195,10 +279,10 @@ def _fetch_file(checkpoint, repo_id: str, filename: str, progress) -> tuple[str,
         return filename, cached, 0
     if hub_offline():
         raise WeightsError(
-            f"{checkpoint.name}: weights are not in the local hub cache and the hub is "
-            f"offline (HF_HUB_OFFLINE is set)")
+            f"{label}: {'weights are' if filename in WEIGHTS_FILES else filename + ' is'} "
+            f"not in the local hub cache and the hub is offline (HF_HUB_OFFLINE is set)")
     endpoint, timeout = hub_endpoint(), settings.ZOORANK_HUB_TIMEOUT_SECONDS
-    tries = max(1, settings.ZOORANK_HUB_TRIES)
+    tries = max(1, tries or settings.ZOORANK_HUB_TRIES)
     last: Exception | None = None
     for attempt in range(tries):
         if attempt:
@@ -210,6 +294,9 @@ def _fetch_file(checkpoint, repo_id: str, filename: str, progress) -> tuple[str,
             # Asked without the client's own retries: ours are bounded and configured here.
             meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=endpoint),
                                         timeout=timeout, endpoint=endpoint)
+            # The client reports progress once per chunk it reads, 10 MiB by default: a
+            # 100 MB file would move in ten jumps. Smaller chunks cost nothing measurable.
+            constants.DOWNLOAD_CHUNK_SIZE = PROGRESS_CHUNK_BYTES
             # On "main" as timm asks, so that the cache's refs/main finds the file next time.
             path = hf_hub_download(
                 repo_id, filename, cache_dir=hub_cache(),
@@ -218,15 +305,15 @@ def _fetch_file(checkpoint, repo_id: str, filename: str, progress) -> tuple[str,
             return filename, Path(path), meta.size or Path(path).stat().st_size
         except GatedRepoError as exc:
             raise WeightsError(
-                f"{checkpoint.name}: {repo_id} is gated on the hub: a token is needed "
+                f"{label}: {repo_id} is gated on the hub: a token is needed "
                 f"(set HF_TOKEN to a token whose account was granted access)"
                 + ("; the token in HF_TOKEN was refused" if _token() else "")) from exc
         except RepositoryNotFoundError as exc:
             hint = ("" if _token() else
                     " (if it is private, set HF_TOKEN to a token that can read it)")
-            raise WeightsError(f"{checkpoint.name}: not on the hub: {repo_id}{hint}") from exc
+            raise WeightsError(f"{label}: not on the hub: {repo_id}{hint}") from exc
         except RevisionNotFoundError as exc:
-            raise WeightsError(f"{checkpoint.name}: not on the hub: {repo_id} "
+            raise WeightsError(f"{label}: not on the hub: {repo_id} "
                                f"(no such revision)") from exc
         except LocalEntryNotFoundError as exc:
             last = exc.__cause__ or exc  # the hub failed between our two requests
@@ -234,10 +321,10 @@ def _fetch_file(checkpoint, repo_id: str, filename: str, progress) -> tuple[str,
             raise  # the next of WEIGHTS_FILES may be there
         except Exception as exc:  # server errors, timeouts, cut connections, size mismatch
             if not _transient(exc):
-                raise WeightsError(f"{checkpoint.name}: could not fetch {filename} from "
+                raise WeightsError(f"{label}: could not fetch {filename} from "
                                    f"{repo_id}: {_short(exc)}") from exc
             last = exc
-    raise WeightsError(f"{checkpoint.name}: the hub failed {tries} times for {repo_id} "
+    raise WeightsError(f"{label}: the hub failed {tries} times for {repo_id} "
                        f"({filename}); last: {_short(last)}") from last
 
 

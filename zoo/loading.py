@@ -70,10 +70,14 @@ def _create_from_hub(checkpoint: Checkpoint, kwargs: dict,
     model_name = checkpoint.architecture
     if checkpoint.pretrained_tag:
         model_name = f"{model_name}.{checkpoint.pretrained_tag}"
-    overlay = {"state_dict": state, "hf_hub_id": fetched.repo_id}
+    # The head the row records (an hf-hub: repository's config.json may give another number
+    # of classes than the architecture's default config): built so, and kept when loaded.
+    overlay = {"state_dict": state, "hf_hub_id": fetched.repo_id,
+               "num_classes": checkpoint.num_classes}
     try:
         return timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+            model_name, pretrained=True, pretrained_cfg_overlay=overlay,
+            **{"num_classes": checkpoint.num_classes, **kwargs}
         )
     except Exception as exc:  # timm raises several types for weights that do not fit
         raise WeightsError(f"{checkpoint.name}: the weights from {fetched.repo_id} do not load "

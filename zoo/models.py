@@ -88,6 +88,12 @@ class Checkpoint(models.Model):
                   "the first download; a later download with another hash is refused. Clear "
                   "it to accept new weights under the same name.",
     )
+    weights_bytes = models.BigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="Size of the weights file, recorded when it is first fetched or validated.")
+    fetch_message = models.TextField(
+        blank=True, editable=False,
+        help_text="Last fetch of the hub weights: progress, where they came from, or why not.")
     model_kwargs = models.JSONField(
         default=dict, blank=True, help_text="Extra timm.create_model keyword arguments."
     )

@@ -8,36 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.hub import LocalHub, timm_repo_files
+from tests.hub import LocalHub, local_hub, timm_repo_files  # noqa: F401  (fixture)
+from tests.object_store import s3_endpoint, s3_hosts  # noqa: F401  (fixtures)
 from zoo.hub import downloading_message, fetch_weights, remove_from_cache
 from zoo.loading import build_model
 from zoo.models import Checkpoint
 from zoo.weights import WeightsError
 
 REPO = "timm/test_resnet.r160_in1k"
-
-
-@pytest.fixture
-def local_hub(monkeypatch, settings, tmp_path):
-    """The hub on loopback, an empty cache, no token, short retries.
-
-    The suite runs with HF_HUB_OFFLINE=1, which huggingface_hub reads once at import: the
-    variable is turned off for zoo/hub.py and the client's copy of it with it.
-    """
-    from huggingface_hub import constants
-
-    hub = LocalHub(hang_seconds=2).start()
-    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    settings.ZOORANK_HUB_TRIES = 3
-    settings.ZOORANK_HUB_BACKOFF_SECONDS = 0.05
-    settings.ZOORANK_HUB_TIMEOUT_SECONDS = 0.5
-    yield hub
-    hub.stop()
 
 
 def timm_checkpoint(name="test_resnet.r160_in1k", architecture="test_resnet", tag="r160_in1k",
@@ -68,6 +46,9 @@ def test_a_timm_name_is_fetched_with_progress_and_its_sha256_recorded(local_hub)
     assert_same_weights(model, state)
     size = len(local_hub.repos[REPO].files["model.safetensors"])
     assert progress[0] == (0, size) and progress[-1] == (size, size)
+    # Reported as the bytes come, not once at the end (the client's 10 MiB chunks would).
+    done = [d for d, _ in progress]
+    assert len(done) >= size // (512 * 1024) and done == sorted(done)
     checkpoint.refresh_from_db()
     assert checkpoint.hub_files == {
         "model.safetensors": hashlib.sha256(local_hub.repos[REPO].files["model.safetensors"])
@@ -279,3 +260,45 @@ def test_an_evaluation_records_a_missing_hub_checkpoint_and_ranks_the_others(
     results[from_hub.name].refresh_from_db()
     assert results[from_hub.name].message == "downloading 102 of 102 MB"
 
+
+
+@pytest.mark.django_db
+def test_a_second_host_copies_the_weights_from_the_object_store_not_the_hub(
+        local_hub, s3_hosts, monkeypatch, tmp_path):
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    checkpoint = timm_checkpoint()
+    sha = hashlib.sha256(local_hub.repos[REPO].files["model.safetensors"]).hexdigest()
+
+    first = fetch_weights(checkpoint)  # host "a": from the hub, then into the store
+    assert first.source == "hub" and local_hub.downloads(REPO) == 1
+    assert s3_hosts.keys("hub/") == [f"hub/{sha}/model.safetensors"]
+
+    s3_hosts.use("b")  # another host: its own bounded cache and its own hub cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "host-b-hf-cache"))
+    local_hub.fail(REPO, 500, times=100)  # the hub is down for host b: it must not matter
+    second = fetch_weights(Checkpoint.objects.get(pk=checkpoint.pk))
+
+    assert second.source == "store" and second.sha256 == {"model.safetensors": sha}
+    assert str(second.weights_path).startswith(str(tmp_path / "b" / "cache"))
+    assert local_hub.downloads(REPO) == 1
+    assert_same_weights(build_model(Checkpoint.objects.get(pk=checkpoint.pk)), state)
+
+
+@pytest.mark.django_db
+def test_a_damaged_copy_in_the_object_store_is_never_used_and_the_hub_is_asked(
+        local_hub, s3_hosts):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    sha = hashlib.sha256(local_hub.repos[REPO].files["model.safetensors"]).hexdigest()
+    checkpoint = timm_checkpoint()
+    Checkpoint.objects.filter(pk=checkpoint.pk).update(hub_files={"model.safetensors": sha})
+    default_storage.save(f"hub/{sha}/model.safetensors", ContentFile(b"not these weights"))
+
+    fetched = fetch_weights(Checkpoint.objects.get(pk=checkpoint.pk))
+
+    assert fetched.source == "hub" and local_hub.downloads(REPO) == 1
+    assert_same_weights(build_model(Checkpoint.objects.get(pk=checkpoint.pk)), state)
+    with default_storage.open(f"hub/{sha}/model.safetensors") as stored:  # replaced
+        assert hashlib.sha256(stored.read()).hexdigest() == sha

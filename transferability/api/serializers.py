@@ -37,12 +37,30 @@ class DatasetUploadSerializer(serializers.Serializer):
 
 
 class CheckpointSerializer(serializers.ModelSerializer):
+    """A checkpoint of the zoo. ``hub_files``: the sha256 of each file fetched from the hub,
+    recorded at the first download; ``weights_bytes``: the weights file's size;
+    ``fetch_message``: the last fetch of its hub weights ("downloading 97.8 of 102 MB",
+    where they came from, or why not); ``loads``/``load_message``: the last validation."""
+
     class Meta:
         model = Checkpoint
         fields = ["id", "name", "architecture", "pretrained_tag", "family", "weights_source",
                   "hub_id", "input_size", "interpolation", "crop_pct", "mean", "std",
                   "num_classes", "feature_dim", "param_count", "source_dataset",
-                  "source_top1", "license", "enabled"]
+                  "source_top1", "license", "enabled", "hub_files", "weights_bytes",
+                  "fetch_message", "loads", "load_message"]
+
+
+class CheckpointFromHubSerializer(serializers.Serializer):
+    """Staff: add a checkpoint from the hub."""
+
+    hub = serializers.CharField(
+        max_length=300, help_text='A timm pretrained name ("resnet50.a1_in1k") or an hf-hub: '
+                                  'id ("hf-hub:timm/resnet50.a1_in1k").')
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True,
+                                 help_text="Its name in the zoo; the timm name or repository "
+                                           "id when left out.")
+    enabled = serializers.BooleanField(default=True)
 
 
 @extend_schema_field({

@@ -27,5 +27,7 @@ urlpatterns = [
     path("transfers/<int:pk>/cancel/", views.TransferCancel.as_view(),
          name="api-transfer-cancel"),
     path("checkpoints/", views.CheckpointList.as_view(), name="api-checkpoint-list"),
+    path("checkpoints/<int:pk>/", views.CheckpointDetail.as_view(),
+         name="api-checkpoint-detail"),
     path("metrics/", views.MetricList.as_view(), name="api-metric-list"),
 ]

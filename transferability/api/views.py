@@ -18,7 +18,7 @@ from ..transfers import cancel_transfer, submit_transfer
 from ..verification import submit_truth
 from .cancellation import cancel_evaluation, delete_evaluation
 from .schema import error, invalid
-from .serializers import (CheckpointSerializer, DatasetUploadSerializer,
+from .serializers import (CheckpointFromHubSerializer, CheckpointSerializer, DatasetUploadSerializer,
                           EvaluationCreateSerializer, EvaluationCreatedSerializer,
                           EvaluationSerializer,
                           EvaluationSummarySerializer, MetricSerializer, TargetDatasetSerializer,
@@ -252,7 +252,11 @@ class EvaluationTruth(Submissions, APIView):
                      description="Only the enabled checkpoints."),
 ])
 class CheckpointList(generics.ListAPIView):
-    """The zoo: the shared checkpoints and your own (students distilled on your data)."""
+    """GET: the zoo: the shared checkpoints and your own (students distilled on your data).
+    POST {"hub": timm name or "hf-hub:" id [, "name", "enabled"]} (staff): add a checkpoint
+    from the hub, its fields read from the repository's config.json; 202 with a Location: a
+    worker fetches the weights (``fetch_message``), records their sha256 (``hub_files``) and
+    loads them (``loads``, ``load_message``)."""
 
     serializer_class = CheckpointSerializer
 
@@ -264,6 +268,54 @@ class CheckpointList(generics.ListAPIView):
         if self.request.query_params.get("enabled") in {"1", "true"}:
             queryset = queryset.filter(enabled=True)
         return queryset
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method == "POST":
+            return CheckpointFromHubSerializer
+        return CheckpointSerializer
+
+    @extend_schema(request=CheckpointFromHubSerializer, responses={
+        202: CheckpointSerializer,
+        400: invalid("Refused: not on the hub, not a timm name, a name in use, ..."),
+        403: error("Only staff add checkpoints."),
+        503: error("The task queue could not be reached; nothing was added."),
+    })
+    def post(self, request):
+        from zoo.hub_curation import CurationError, add_from_hub, queue_fetch
+
+        if not request.user.is_staff:
+            return Response({"detail": "Only staff add checkpoints to the zoo."},
+                            status=status.HTTP_403_FORBIDDEN)
+        serializer = CheckpointFromHubSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            checkpoint = add_from_hub(data["hub"], data.get("name", ""), data["enabled"],
+                                      queue=False)
+        except CurationError as exc:
+            return Response({"hub": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            queue_fetch([checkpoint.pk])
+        except Exception as exc:  # the broker is down: the row would wait for nobody
+            checkpoint.delete()
+            return Response({"detail": f"Nothing added: the task queue could not be reached "
+                                       f"({exc})."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        checkpoint.refresh_from_db()
+        body = CheckpointSerializer(checkpoint).data
+        if checkpoint.curation_note:
+            body["note"] = checkpoint.curation_note
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={
+            "Location": reverse("api-checkpoint-detail", args=[checkpoint.pk], request=request)})
+
+
+@extend_schema(tags=["checkpoints"])
+class CheckpointDetail(generics.RetrieveAPIView):
+    """One checkpoint of the zoo (shared, or yours)."""
+
+    serializer_class = CheckpointSerializer
+
+    def get_queryset(self):
+        return Checkpoint.objects.visible_to(self.request.user)
 
 
 @extend_schema(tags=["metrics"])
