@@ -45,12 +45,35 @@ class Repo:
     token: str | None = None
     gated: bool = False
 
+    def sha256(self, filename: str) -> str:
+        """The file's sha256, computed once (a 100 MB file would cost each request 0.3 s)."""
+        key = (filename, id(self.files[filename]))
+        cache = self.__dict__.setdefault("_sha256", {})
+        if key not in cache:
+            cache[key] = hashlib.sha256(self.files[filename]).hexdigest()
+        return cache[key]
+
+    def blob_id(self, filename: str) -> str:
+        """The file's git blob id (the hub's ETag for a file kept in git), computed once."""
+        key = ("blob", filename, id(self.files[filename]))
+        cache = self.__dict__.setdefault("_sha256", {})
+        if key not in cache:
+            cache[key] = git_blob_id(self.files[filename])
+        return cache[key]
+
+    def by_sha256(self, sha: str) -> bytes | None:
+        return next((self.files[name] for name in self.files if self.sha256(name) == sha), None)
+
     @property
     def commit(self) -> str:
-        digest = hashlib.sha1()
-        for name in sorted(self.files):
-            digest.update(name.encode() + b"\0" + self.files[name])
-        return digest.hexdigest()
+        key = tuple((name, id(self.files[name])) for name in sorted(self.files))
+        cached = self.__dict__.get("_commit")
+        if cached is None or cached[0] != key:
+            digest = hashlib.sha1()
+            for name in sorted(self.files):
+                digest.update(name.encode() + b"\0" + self.files[name])
+            self.__dict__["_commit"] = cached = (key, digest.hexdigest())
+        return cached[1]
 
 
 @dataclass
@@ -122,8 +145,12 @@ class LocalHub:
     # What the test sets up.
     def add_repo(self, repo_id: str, files: dict[str, bytes], token: str | None = None,
                  gated: bool = False) -> Repo:
-        self.repos[repo_id] = Repo(dict(files), token=token, gated=gated)
-        return self.repos[repo_id]
+        repo = Repo(dict(files), token=token, gated=gated)
+        for name in repo.files:  # hashed now, not per request
+            repo.sha256(name), repo.blob_id(name)
+        repo.commit
+        self.repos[repo_id] = repo
+        return repo
 
     def add_timm_model(self, repo_id: str, architecture: str, num_classes: int = 1000,
                        seed: int = 0, label_names: list[str] | None = None,
@@ -140,7 +167,7 @@ class LocalHub:
 
     def downloads(self, repo_id: str, filename: str = "model.safetensors") -> int:
         """Bodies of ``filename`` served in full or in part (GETs, not HEADs)."""
-        sha = hashlib.sha256(self.repos[repo_id].files[filename]).hexdigest()
+        sha = self.repos[repo_id].sha256(filename)
         return sum(1 for r in self.requests if r.method == "GET" and r.repo_id == repo_id
                    and r.filename in (filename, sha) and r.answered in (200, 206, "cut"))
 
@@ -192,10 +219,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:
-        self._answer(body=False)
+        self._quietly(body=False)
 
     def do_GET(self) -> None:
-        self._answer(body=True)
+        self._quietly(body=True)
+
+    def _quietly(self, body: bool) -> None:
+        try:
+            self._answer(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed)
+            self.close_connection = True
 
     def _answer(self, body: bool) -> None:
         if self.role == "hub":
@@ -236,21 +269,20 @@ class _Handler(BaseHTTPRequestHandler):
             request.answered = 404
             return self._error(404, "EntryNotFound", extra=headers)
         if filename.endswith(LFS_SUFFIXES):
-            sha = hashlib.sha256(content).hexdigest()
+            sha = repo.sha256(filename)
             request.answered = 302
             self.send_response(302)
             for name, value in {**headers, "Location": f"{self.hub.content_server}/{repo_id}/{sha}",
                                 "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(content)),
-                                "ETag": f'"{git_blob_id(content)}"', "Content-Length": "0"}.items():
+                                "ETag": f'"{repo.blob_id(filename)}"', "Content-Length": "0"}.items():
                 self.send_header(name, value)
             self.end_headers()
             return
         request.answered = 200
-        self._send(200, content, body, {**headers, "ETag": f'"{git_blob_id(content)}"'})
+        self._send(200, content, body, {**headers, "ETag": f'"{repo.blob_id(filename)}"'})
 
     def _content(self, repo: Repo, sha: str, body: bool, request: Request, cut: bool) -> None:
-        content = next((c for c in repo.files.values()
-                        if hashlib.sha256(c).hexdigest() == sha), None)
+        content = repo.by_sha256(sha)
         if content is None:
             request.answered = 404
             return self._error(404, "")
@@ -263,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(int(last), end) if last else end
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-        part = content[start:end + 1]
+        part = memoryview(content)[start:end + 1]  # no copy of a 100 MB file per request
         if cut and body:
             request.answered = "cut"
             self.send_response(status)

@@ -26,9 +26,10 @@ What this adds to the client:
   recorded that hash copies it from the store into its own bounded cache instead of asking
   the hub, and checks the hash again.
 
-The client itself never leaves a half file in the cache: it downloads to a temporary
-name unique to the process, checks the size, and renames; a killed worker leaves only a
-temporary file that no one reads.
+The client itself never uses a half file: it downloads to a temporary name unique to the
+process, checks the size, and renames. A killed worker leaves that temporary file behind;
+the next download of the repository on the host deletes it first (under the lock, so it is
+nobody's) and starts clean.
 """
 
 import logging
@@ -142,6 +143,7 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(2):
         with FileLock(str(lock_path)):
+            _remove_stale_partials(cache, repo_id)
             weights_file, path, downloaded = _fetch_first(checkpoint.name, repo_id, wanted,
                                                           progress)
             try:
@@ -161,6 +163,21 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
     return result
 
 
+def _remove_stale_partials(cache: Path, repo_id: str) -> None:
+    """Delete the partial downloads a killed process left in the repository's cache folder.
+
+    Called under the repository's lock: no process on this host is downloading it, so every
+    ``.incomplete`` file there is a dead one's, never to be finished or read (the client
+    names them per process); the next download starts clean."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    blobs = cache / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
+    for partial in blobs.glob("*.incomplete"):
+        log.warning("%s: removing %s, a download a stopped process left unfinished (%d bytes)",
+                    repo_id, partial.name, partial.stat().st_size)
+        partial.unlink(missing_ok=True)
+
+
 def store_object_name(sha256: str, filename: str) -> str:
     """Where a hub file is kept in the object store: by content, so any checkpoint (or host)
     that recorded this hash finds it."""
@@ -169,8 +186,7 @@ def store_object_name(sha256: str, filename: str) -> str:
 
 def _from_object_store(checkpoint, filenames) -> tuple[str, Path] | None:
     """(file name, local path) of a recorded hub file another host put in the object store."""
-    from config.local_cache import (delete_object, fetch_file, local_cache, object_exists,
-                                    store_is_remote)
+    from config.local_cache import delete_object, fetch_file, local_cache, store_is_remote
 
     if not store_is_remote():
         return None
@@ -180,9 +196,9 @@ def _from_object_store(checkpoint, filenames) -> tuple[str, Path] | None:
             continue
         name = store_object_name(sha, filename)
         try:
-            if not object_exists(name):
-                continue
             path = fetch_file(name, entry=name)
+        except FileNotFoundError:  # no host has put it there yet
+            continue
         except Exception as exc:  # the store is down: the hub is still there
             log.warning("%s: could not read %s from the object store (%s); asking the hub",
                         checkpoint.name, name, _short(exc))

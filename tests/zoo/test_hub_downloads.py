@@ -302,3 +302,22 @@ def test_a_damaged_copy_in_the_object_store_is_never_used_and_the_hub_is_asked(
     assert_same_weights(build_model(Checkpoint.objects.get(pk=checkpoint.pk)), state)
     with default_storage.open(f"hub/{sha}/model.safetensors") as stored:  # replaced
         assert hashlib.sha256(stored.read()).hexdigest() == sha
+
+
+@pytest.mark.django_db
+def test_a_partial_file_left_by_a_killed_worker_is_removed_and_the_download_starts_clean(
+        local_hub, tmp_path):
+    from huggingface_hub.file_download import repo_folder_name
+
+    state = local_hub.add_timm_model(REPO, "test_resnet")
+    blobs = tmp_path / "hf-cache" / repo_folder_name(repo_id=REPO, repo_type="model") / "blobs"
+    blobs.mkdir(parents=True)
+    weights = local_hub.repos[REPO].files["model.safetensors"]
+    left = blobs / f"{hashlib.sha256(weights).hexdigest()}.dead-worker.incomplete"
+    left.write_bytes(weights[:1000])  # what a SIGKILLed download leaves
+
+    model = build_model(timm_checkpoint())
+
+    assert_same_weights(model, state)
+    assert not left.exists() and not cache_files(tmp_path / "hf-cache", "*.incomplete")
+    assert local_hub.downloads(REPO) == 1
