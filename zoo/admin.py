@@ -7,7 +7,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
 from django.shortcuts import redirect
-from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -101,8 +100,7 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.display(description="Weights", ordering="weights_bytes")
     def weights(self, obj):
-        size = filesizeformat(obj.weights_bytes) if obj.weights_bytes else ""
-        return " · ".join(part for part in (size, obj.fetch_message) if part) or "–"
+        return " · ".join(part for part in (obj.weights_size, obj.fetch_message) if part) or "–"
 
     def get_urls(self):
         return [path("from-hub/", self.admin_site.admin_view(self.add_from_hub_view),

@@ -220,6 +220,14 @@ class Checkpoint(models.Model):
             "std": tuple(self.std),
         }
 
+    @property
+    def weights_size(self) -> str:
+        """The weights file's size in megabytes as download messages give it ("178.4 MB")."""
+        if not self.weights_bytes:
+            return ""
+        mb = self.weights_bytes / 1e6
+        return f"{mb:.1f} MB" if mb < 1000 else f"{mb / 1000:.2f} GB"
+
     def weights_location(self):
         """Local file of an uploaded or local-path checkpoint (a Path); None for the hub.
 
