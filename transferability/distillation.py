@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -251,10 +252,11 @@ class _Normalised:
         return (batch.float() - self.mean) / self.std
 
 
-def _outputs(model, inputs: _Normalised, index: np.ndarray, pre_logits: bool) -> torch.Tensor:
+def _outputs(model, inputs: _Normalised, index: np.ndarray, pre_logits: bool,
+             precision=None) -> torch.Tensor:
     out = []
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), (precision.autocast() if precision else nullcontext()):
         for start in range(0, len(index), 256):
             x = inputs(index[start:start + 256])
             features = model.forward_features(x)
@@ -265,7 +267,11 @@ def _outputs(model, inputs: _Normalised, index: np.ndarray, pre_logits: bool) ->
 class _Task:
     """The target task on one device: labels, splits, the student's inputs."""
 
-    def __init__(self, labels, train, test, student_pixels, student_norm, device):
+    def __init__(self, labels, train, test, student_pixels, student_norm, device,
+                 precision=None):
+        from .precision import MixedPrecision
+
+        self.precision = precision or MixedPrecision(device)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.train, self.test = np.asarray(train), np.asarray(test)
         self.n_classes = int(self.labels.max()) + 1
@@ -277,14 +283,16 @@ class _Task:
     def probed(self, model, inputs) -> tuple[torch.Tensor, tuple]:
         """A frozen network's target logits for every image, through a linear probe fitted
         on its train-split pre-logits, and that head."""
-        features = _outputs(model.to(self.device), inputs, self.everything, pre_logits=True)
+        features = _outputs(model.to(self.device), inputs, self.everything, pre_logits=True,
+                            precision=self.precision)
         head = probe_head(features[self.train].numpy(), self.labels[self.train],
                           self.n_classes)
         return features @ head[0].T + head[1], head
 
     def logits(self, model) -> torch.Tensor:
         """The student-shaped ``model``'s logits (its target head) for every image."""
-        return _outputs(model, self.student_in, self.everything, pre_logits=False)
+        return _outputs(model, self.student_in, self.everything, pre_logits=False,
+                        precision=self.precision)
 
     def right(self, logits: torch.Tensor) -> np.ndarray:
         return (logits[self.test].argmax(1) == self.y[self.test]).numpy()
@@ -323,10 +331,10 @@ def _distil(task: _Task, student: torch.nn.Module, candidates: list[torch.Tensor
             target = z[chosen, torch.arange(len(index), device=task.device)]
             # KL towards the chosen candidate's distribution: with one teacher, exactly
             # kl_dp_loss (its partition is choose_targets with two candidates).
-            batch_loss = _kl(student(task.student_in(index)), target, recipe.temperature)
+            with task.precision.autocast():
+                batch_loss = _kl(student(task.student_in(index)), target, recipe.temperature)
             optimiser.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimiser.step()
+            task.precision.step(batch_loss, optimiser)
             schedule.step()
             np.add.at(guided, (chosen.cpu().numpy(), task.labels[index]), 1)
             loss = float(batch_loss.detach())
@@ -397,6 +405,7 @@ def multi_teacher_transfer(
     progress: Callable[[int, int, int], None] | None = None,
     on_plan: Callable[[list[str]], None] | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    precision=None,
 ) -> tuple[torch.nn.Module, dict]:
     """Transfer the knowledge of one or more teachers into the student (module docstring).
 
@@ -406,6 +415,8 @@ def multi_teacher_transfer(
     raises (:class:`Cancelled`) stops the transfer before anything is returned.
     ``on_plan(names)``: the teachers in the order they will be used, once their accuracies
     are known; ``on_step(index, step)``: each step's report as soon as it is done.
+    ``precision``: a :class:`~.precision.MixedPrecision`; by default autocast on CUDA,
+    float32 elsewhere (the report's ``precision`` says which).
 
     Returns the trained student (eval mode, CPU, its classifier the target head) and a
     JSON-friendly report: ``steps`` (one per teacher, or per single-teacher run of a soup,
@@ -423,7 +434,7 @@ def multi_teacher_transfer(
         raise ValueError(f"order must be one of {', '.join(ORDERS)}")
     if not teachers:
         raise ValueError("give at least one teacher")
-    task = _Task(labels, train, test, student_pixels, student_norm, device)
+    task = _Task(labels, train, test, student_pixels, student_norm, device, precision)
     student = student.to(task.device)
 
     teacher_logits, teachers_right = {}, {}
@@ -497,7 +508,7 @@ def multi_teacher_transfer(
         "teacher_accuracy": accuracy,
         "supervised": supervised,
         "train": int(len(task.train)), "test": int(len(task.test)),
-        "recipe": asdict(recipe),
+        "recipe": asdict(recipe), "precision": task.precision.name,
     }
     return trained.cpu().eval(), report
 
@@ -529,6 +540,7 @@ def kl_dp_transfer(
     seed: int = 0,
     device="cpu",
     progress: Callable[[int, int], None] | None = None,
+    precision=None,
 ) -> tuple[torch.nn.Module, dict]:
     """Transfer one teacher's complementary knowledge into the student on a target task.
 
@@ -546,7 +558,8 @@ def kl_dp_transfer(
         [Teacher("teacher", teacher, teacher_pixels, teacher_norm)], student, student_pixels,
         labels, train, test, student_norm=student_norm, mode="sequential",
         supervised=supervised, recipe=recipe, seed=seed, device=device,
-        progress=(lambda step, done, total: progress(done, total)) if progress else None)
+        progress=(lambda step, done, total: progress(done, total)) if progress else None,
+        precision=precision)
     step = report["steps"][0]
     return trained, {
         "delta": report["delta"],
@@ -556,5 +569,5 @@ def kl_dp_transfer(
         "teacher_guided": step["guided_share"],
         "supervised": supervised,
         "train": report["train"], "test": report["test"],
-        "recipe": report["recipe"],
+        "recipe": report["recipe"], "precision": report["precision"],
     }

@@ -172,6 +172,7 @@ def finetune_accuracy(
     seed: int = 0,
     device="cpu",
     progress: Callable[[int, int], None] | None = None,
+    precision=None,
 ) -> dict:
     """Fine-tune copies of ``model`` (a timm model); held-out accuracy (%) of the one chosen
     on validation.
@@ -185,6 +186,8 @@ def finetune_accuracy(
     scale, as in timm's data config). ``labels``: N class indices 0..C-1.
     ``progress(done, total)`` is called after every batch (heartbeats), counted in
     optimisation steps over the largest search (the grid and every extension).
+    ``precision``: a :class:`~.precision.MixedPrecision`; by default autocast on CUDA,
+    float32 elsewhere (the result's ``precision`` says which).
 
     Returns {"accuracy", "val_accuracy", "chosen": {"learning_rate", "epochs"}, "at_edge",
     "runs": [{"learning_rate", "epochs", "val_accuracy", "test_accuracy", "diverged"}] (one
@@ -194,9 +197,12 @@ def finetune_accuracy(
     import torch
     import torch.nn.functional as F
 
+    from .precision import MixedPrecision
+
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = int(labels.max()) + 1
     device = torch.device(device)
+    precision = precision or MixedPrecision(device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     y_all = torch.as_tensor(labels)
@@ -210,7 +216,7 @@ def finetune_accuracy(
 
     def accuracy(student, index) -> float:
         correct = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.autocast():
             for part in _batches(index, 256):
                 predicted = student(inputs(part)).argmax(dim=1).cpu()
                 correct += int((predicted == y_all[part]).sum())
@@ -236,13 +242,13 @@ def finetune_accuracy(
         for epoch in range(1, recipe.epochs + 1):
             student.train()
             for index in _batches(fit[generator.permutation(len(fit))], recipe.batch_size):
-                loss = F.cross_entropy(student(inputs(index)), y_all[index].to(device))
+                with precision.autocast():
+                    loss = F.cross_entropy(student(inputs(index)), y_all[index].to(device))
                 if not torch.isfinite(loss):
                     diverged = True  # this learning rate is too high: judged as it stands
                     break
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                precision.step(loss, optimiser)
                 schedule.step()
                 done[0] += 1
                 if progress:
@@ -270,7 +276,7 @@ def finetune_accuracy(
             "at_edge": search["at_edge"], "runs": runs,
             "train": int(len(train)), "fit": int(len(fit)),
             "validation": int(len(validation)), "test": int(len(test)),
-            "recipe": asdict(recipe)}
+            "recipe": asdict(recipe), "precision": precision.name}
 
 
 def repeat_summary(repeats: list[dict]) -> dict:
