@@ -193,11 +193,15 @@ def start_worker(device: str, log_path: Path):
     return start(env, "bench", log_path, timeout=180)
 
 
-def wait_until_finished(evaluation, out, every: float = 0.1, report_every: float = 15.0):
+def wait_until_finished(evaluation, out, every: float = 0.1, report_every: float = 15.0,
+                        timeout: float = 6 * 3600):
     from transferability.models import Status
 
     last_report = time.monotonic()
+    deadline = last_report + timeout
     while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the evaluation did not finish in {timeout:.0f} s")
         evaluation.refresh_from_db()
         if evaluation.status in (Status.DONE, Status.FAILED):
             return evaluation

@@ -303,15 +303,14 @@ def download(name: str, dest: Path) -> None:
     S3-compatible server the tests use."""
     from django.core.files.storage import default_storage
 
-    bucket = getattr(default_storage, "bucket", None)
-    if bucket is not None and hasattr(default_storage, "_normalize_name"):
+    if store_is_remote() and _is_s3(default_storage):
         from botocore.exceptions import ClientError
         from storages.utils import clean_name
 
         key = default_storage._normalize_name(clean_name(name))
         try:
-            body = bucket.Object(key).get()["Body"]
-            with open(dest, "wb") as out:
+            body = default_storage.bucket.Object(key).get()["Body"]
+            with contextlib.closing(body), open(dest, "wb") as out:
                 for chunk in body.iter_chunks(8 * 2**20):
                     out.write(chunk)
         except ClientError as exc:
@@ -321,6 +320,14 @@ def download(name: str, dest: Path) -> None:
         return
     with default_storage.open(name, "rb") as src, open(dest, "wb") as out:
         shutil.copyfileobj(src, out, 8 * 2**20)
+
+
+def _is_s3(storage) -> bool:
+    try:
+        from storages.backends.s3 import S3Storage
+    except ImportError:
+        return False
+    return isinstance(storage, S3Storage)
 
 
 def delete_object(name: str) -> None:

@@ -754,8 +754,9 @@ def hub_faults(drill: Drill, env: dict) -> None:
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         partial = [p for p in cache.rglob("*.incomplete")]
-        drill.check(True, f"worker killed (SIGKILL) while {victim.checkpoint.name} was "
-                          f"{victim.message!r}; partial files in its cache: {len(partial)}")
+        drill.check(len(partial) >= 1, f"worker killed (SIGKILL) while "
+                                       f"{victim.checkpoint.name} was {victim.message!r}; "
+                                       f"partial files it left in its cache: {len(partial)}")
         started = time.monotonic()
         hub.bytes_per_second = None
         drill.start_worker(env, "second")
@@ -778,9 +779,7 @@ def hub_faults(drill: Drill, env: dict) -> None:
                     and "not on the hub: acme/ghost" in rows["ghost"].message,
                     f"ghost failed: {rows['ghost'].message!r}")
         errors = [r.answered for r in hub.requests if r.answered == 500]
-        ranged = [r for r in hub.requests if r.range]
-        drill.check(len(errors) == 2, f"the hub's two 500s were tried again "
-                                      f"({len(ranged)} ranged requests resumed a partial file)")
+        drill.check(len(errors) == 2, "the hub's two 500s were tried again")
         blobs = [p for p in cache.rglob("blobs/*") if p.is_file()
                  and not p.name.endswith(".incomplete")]
         whole = all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name

@@ -334,8 +334,8 @@ def _distil(task: _Task, student: torch.nn.Module, candidates: list[torch.Tensor
             with task.precision.autocast():
                 batch_loss = _kl(student(task.student_in(index)), target, recipe.temperature)
             optimiser.zero_grad(set_to_none=True)
-            task.precision.step(batch_loss, optimiser)
-            schedule.step()
+            if task.precision.step(batch_loss, optimiser):  # False: skipped, schedule waits
+                schedule.step()
             np.add.at(guided, (chosen.cpu().numpy(), task.labels[index]), 1)
             loss = float(batch_loss.detach())
             done += 1

@@ -248,8 +248,8 @@ def finetune_accuracy(
                     diverged = True  # this learning rate is too high: judged as it stands
                     break
                 optimiser.zero_grad(set_to_none=True)
-                precision.step(loss, optimiser)
-                schedule.step()
+                if precision.step(loss, optimiser):  # False: skipped; the schedule waits
+                    schedule.step()
                 done[0] += 1
                 if progress:
                     progress(min(done[0], total), total)

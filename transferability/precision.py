@@ -27,8 +27,8 @@ class MixedPrecision:
             self.dtype = torch.float32
         elif dtype is not None:  # tests: the float16 path, with its scaler, on a CPU
             self.dtype = dtype
-        elif cuda and not torch.cuda.is_bf16_supported():
-            self.dtype = torch.float16
+        elif cuda and not torch.cuda.is_bf16_supported(including_emulation=False):
+            self.dtype = torch.float16  # before Ampere: bfloat16 would only be emulated
         else:
             self.dtype = torch.bfloat16
         # float16 gradients underflow without scaling; bfloat16 has float32's range.
@@ -47,8 +47,16 @@ class MixedPrecision:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def step(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
-        """Backward and optimiser step, through the gradient scaler when there is one."""
+    def step(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> bool:
+        """Backward and optimiser step, through the gradient scaler when there is one.
+
+        False when the scaler skipped the step (float16 gradients overflowed; it lowers its
+        scale and the next step goes through): the caller's schedule should not move."""
         self.scaler.scale(loss).backward()
+        if not self.scaler.is_enabled():
+            optimiser.step()
+            return True
+        scale = self.scaler.get_scale()
         self.scaler.step(optimiser)
         self.scaler.update()
+        return self.scaler.get_scale() >= scale

@@ -11,11 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from .models import Checkpoint
-from .validation import QUEUED_MESSAGE
 from .weights import ALLOWED_SUFFIXES, WeightsError, read_state_dict
-
-VALIDATE_TASK = "workers.tasks.validate_checkpoints"
-
 
 SHORT_LIST = forms.TextInput(attrs={"size": 28})
 
@@ -108,7 +104,7 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     def add_from_hub_view(self, request):
         """Add a checkpoint by timm name or hf-hub: id; a worker fetches its weights."""
-        from .hub_curation import CurationError, add_from_hub, queue_fetch
+        from .hub_curation import CurationError, add_from_hub, queue_new
 
         if not self.has_add_permission(request):
             raise PermissionDenied
@@ -122,9 +118,8 @@ class CheckpointAdmin(admin.ModelAdmin):
                 form.add_error("hub", str(exc))
             else:
                 try:
-                    queue_fetch([checkpoint.pk])
+                    queue_new(checkpoint)
                 except Exception as exc:  # the broker is down: nothing would fetch it
-                    checkpoint.delete()
                     form.add_error(None, f"Nothing added: the task queue could not be reached "
                                          f"({exc}).")
                 else:
@@ -186,16 +181,15 @@ class CheckpointAdmin(admin.ModelAdmin):
     @admin.action(description="Validate on a worker: load selected checkpoints")
     def validate(self, request, queryset):
         # Loading networks is a worker's job: the request only queues them.
-        from config.celery import app
+        from .hub_curation import queue_fetch
 
         ids = list(queryset.order_by("name").values_list("pk", flat=True))
         try:
-            app.send_task(VALIDATE_TASK, args=(ids,), queue="gpu")
+            queue_fetch(ids)  # rows marked queued first, put back if the queue is down
         except Exception as exc:  # the broker is unreachable: say so, change nothing
             self.message_user(request, f"Nothing queued: the task queue could not be reached "
                                        f"({exc}).", messages.ERROR)
             return
-        Checkpoint.objects.filter(pk__in=ids).update(loads=None, load_message=QUEUED_MESSAGE)
         self.message_user(request, f"{len(ids)} checkpoint{'s' if len(ids) != 1 else ''} queued "
                                    f"for validation; the Loads column shows the outcome once a "
                                    f"worker has loaded them.", messages.SUCCESS)

@@ -129,7 +129,9 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
     repo_id, filename = hub_repo(checkpoint)
     started = time.perf_counter()
     wanted = (filename,) if filename else WEIGHTS_FILES
-    stored = _from_object_store(checkpoint, wanted)
+    # This host's hub cache first: the host that fetched (and shared) the file reads it here.
+    in_cache = any(_cached(repo_id, f) is not None for f in wanted)
+    stored = None if in_cache else _from_object_store(checkpoint, wanted)
     if stored is not None:
         weights_file, path = stored
         result = HubWeights(repo_id, {weights_file: path},
@@ -166,16 +168,26 @@ def fetch_weights(checkpoint, progress: ProgressCallback | None = None) -> HubWe
 def _remove_stale_partials(cache: Path, repo_id: str) -> None:
     """Delete the partial downloads a killed process left in the repository's cache folder.
 
-    Called under the repository's lock: no process on this host is downloading it, so every
-    ``.incomplete`` file there is a dead one's, never to be finished or read (the client
-    names them per process); the next download starts clean."""
+    The client names each partial file ``<etag>.<id>.incomplete``, per process, and holds
+    ``.locks/<repository>/<etag>.lock`` while it writes one. A partial file whose lock can be
+    taken at once is a stopped process's, never to be finished or read: it is deleted, and
+    the next download starts clean. One whose lock is held (a download in progress: another
+    worker, the web process reading a config, ``hf download``) is left alone."""
+    from filelock import FileLock, Timeout
     from huggingface_hub.file_download import repo_folder_name
 
-    blobs = cache / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
-    for partial in blobs.glob("*.incomplete"):
-        log.warning("%s: removing %s, a download a stopped process left unfinished (%d bytes)",
-                    repo_id, partial.name, partial.stat().st_size)
-        partial.unlink(missing_ok=True)
+    folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+    for partial in (cache / folder / "blobs").glob("*.incomplete"):
+        etag = partial.name.split(".", 1)[0]
+        lock = FileLock(str(cache / ".locks" / folder / f"{etag}.lock"), timeout=0)
+        try:
+            with lock:
+                size = partial.stat().st_size
+                partial.unlink()
+        except (Timeout, OSError):  # being written, or gone already
+            continue
+        log.warning("%s: removed %s, a download a stopped process left unfinished (%d bytes)",
+                    repo_id, partial.name, size)
 
 
 def store_object_name(sha256: str, filename: str) -> str:
@@ -280,10 +292,11 @@ def _fetch_first(label: str, repo_id: str, filenames, progress) -> tuple[str, Pa
 
 
 def fetch_file(label: str, repo_id: str, filename: str, progress=None,
-               tries: int | None = None) -> tuple[str, Path, int]:
+               tries: int | None = None, max_bytes: int | None = None) -> tuple[str, Path, int]:
     """One file of a repository in the host's cache: (name, local path, bytes downloaded).
 
-    ``label`` starts the messages (a checkpoint's name). Raises WeightsError, or
+    ``label`` starts the messages (a checkpoint's name). A file the hub says is larger than
+    ``max_bytes`` is refused before it is downloaded. Raises WeightsError, or
     RemoteEntryNotFoundError when the repository exists but has no such file."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
@@ -310,6 +323,9 @@ def fetch_file(label: str, repo_id: str, filename: str, progress=None,
             # Asked without the client's own retries: ours are bounded and configured here.
             meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=endpoint),
                                         timeout=timeout, endpoint=endpoint)
+            if max_bytes is not None and (meta.size or 0) > max_bytes:
+                raise WeightsError(f"{label}: {filename} of {repo_id} is {_mb(meta.size)} MB; "
+                                   f"at most {_mb(max_bytes)} MB is read")
             # The client reports progress once per chunk it reads, 10 MiB by default: a
             # 100 MB file would move in ten jumps. Smaller chunks cost nothing measurable.
             constants.DOWNLOAD_CHUNK_SIZE = PROGRESS_CHUNK_BYTES
@@ -335,6 +351,8 @@ def fetch_file(label: str, repo_id: str, filename: str, progress=None,
             last = exc.__cause__ or exc  # the hub failed between our two requests
         except RemoteEntryNotFoundError:
             raise  # the next of WEIGHTS_FILES may be there
+        except WeightsError:
+            raise
         except Exception as exc:  # server errors, timeouts, cut connections, size mismatch
             if not _transient(exc):
                 raise WeightsError(f"{label}: could not fetch {filename} from "

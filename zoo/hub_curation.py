@@ -22,12 +22,14 @@ from .models import Checkpoint, model_kwargs_problem
 from .validation import QUEUED_MESSAGE
 from .weights import WeightsError
 
-__all__ = ["CurationError", "add_from_hub", "queue_fetch", "parse_reference",
+__all__ = ["CurationError", "add_from_hub", "queue_fetch", "queue_new", "parse_reference",
            "FETCH_QUEUED", "PREFETCH_QUEUED"]
 
 VALIDATE_TASK = "workers.tasks.validate_checkpoints"
 PREFETCH_TASK = "workers.tasks.prefetch_checkpoints"
 FETCH_QUEUED = "queued: a worker fetches and checks the weights"
+# config.json and model cards are kilobytes; a larger one is not read by a web process.
+MAX_CONFIG_BYTES = 1_000_000
 PREFETCH_QUEUED = "queued: a worker fetches the weights into its cache"
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
@@ -89,15 +91,32 @@ def add_from_hub(reference: str, name: str = "", enabled: bool = True,
                             f"allowed: {problem}")
     try:
         with transaction.atomic():
-            checkpoint = Checkpoint.objects.create(name=name, enabled=enabled, curated=True,
+            # Disabled until its fetch is queued: no evaluation takes it (and holds it) before.
+            checkpoint = Checkpoint.objects.create(name=name, enabled=False, curated=True,
                                                    **fields)
     except IntegrityError:
         raise CurationError(f"A checkpoint named {name} is in the zoo already.") from None
-    if queue:
-        queue_fetch([checkpoint.pk])
-        checkpoint.refresh_from_db()
     checkpoint.curation_note = note
+    checkpoint.enable_when_queued = enabled
+    if queue:
+        queue_new(checkpoint)
     return checkpoint
+
+
+def queue_new(checkpoint: Checkpoint) -> None:
+    """Queue the fetch of a row :func:`add_from_hub` made, then enable it if asked; when the
+    queue cannot be reached the row is deleted (nothing refers to it yet) and the error
+    raised."""
+    try:
+        queue_fetch([checkpoint.pk])
+    except Exception:
+        checkpoint.delete()
+        raise
+    if getattr(checkpoint, "enable_when_queued", False):
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(enabled=True)
+    note = checkpoint.curation_note
+    checkpoint.refresh_from_db()
+    checkpoint.curation_note = note
 
 
 def queue_fetch(ids: list[int], prefetch: bool = False) -> None:
@@ -105,13 +124,23 @@ def queue_fetch(ids: list[int], prefetch: bool = False) -> None:
     raises what the broker raises when it cannot be reached, having changed nothing."""
     from config.celery import app
 
-    app.send_task(PREFETCH_TASK if prefetch else VALIDATE_TASK, args=(list(ids),), queue="gpu")
-    hub_rows = Checkpoint.objects.filter(pk__in=ids, weights_source=Checkpoint.WeightsSource.HUB)
+    # The rows say "queued" before the task is sent: a fast worker's outcome is never
+    # overwritten by it. Put back as they were when the queue cannot be reached.
+    rows = Checkpoint.objects.filter(pk__in=ids)
+    before = list(rows.values("pk", "fetch_message", "loads", "load_message"))
+    hub_rows = rows.filter(weights_source=Checkpoint.WeightsSource.HUB)
     if prefetch:
         hub_rows.update(fetch_message=PREFETCH_QUEUED)
     else:
         hub_rows.update(fetch_message=FETCH_QUEUED)
-        Checkpoint.objects.filter(pk__in=ids).update(loads=None, load_message=QUEUED_MESSAGE)
+        rows.update(loads=None, load_message=QUEUED_MESSAGE)
+    try:
+        app.send_task(PREFETCH_TASK if prefetch else VALIDATE_TASK, args=(list(ids),),
+                      queue="gpu")
+    except Exception:
+        for row in before:
+            Checkpoint.objects.filter(pk=row.pop("pk")).update(**row)
+        raise
 
 
 def _fields_from_hub(repo_id: str, timm_name: str | None) -> dict:
@@ -128,7 +157,8 @@ def _read_json(repo_id: str, filename: str) -> dict:
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
-        _, path, _ = fetch_file(repo_id, repo_id, filename, tries=1)
+        _, path, _ = fetch_file(repo_id, repo_id, filename, tries=1,
+                                max_bytes=MAX_CONFIG_BYTES)
     except RemoteEntryNotFoundError:
         raise CurationError(f"{repo_id} on the hub has no {filename}: timm cannot build it "
                             f"without one.") from None
@@ -146,7 +176,8 @@ def _read_json(repo_id: str, filename: str) -> dict:
 def _card_license(repo_id: str) -> str:
     """The ``license:`` of the model card's metadata, or "" (no card, or none given)."""
     try:
-        _, path, _ = fetch_file(repo_id, repo_id, "README.md", tries=1)
+        _, path, _ = fetch_file(repo_id, repo_id, "README.md", tries=1,
+                                max_bytes=MAX_CONFIG_BYTES)
         head = path.read_text(encoding="utf-8", errors="replace")[:20_000]
     except Exception:  # no card: no licence to show, nothing else is lost
         return ""
@@ -186,6 +217,11 @@ def _fields_from_config(repo_id: str, timm_name: str | None, config: dict,
             from None
     if len(input_size) != 3 or len(mean) != input_size[0] or len(std) != input_size[0]:
         raise CurationError(f"{repo_id}: config.json's input_size, mean and std do not agree.")
+    if not (1 <= input_size[0] <= 4 and all(8 <= v <= 4096 for v in input_size[1:])):
+        raise CurationError(f"{repo_id}: config.json's input_size {input_size} is not an "
+                            f"image size (1-4 channels, 8 to 4,096 pixels a side).")
+    if num_classes > 1_000_000:
+        raise CurationError(f"{repo_id}: config.json names {num_classes:,} classes.")
     labels = config.get("label_names")
     if not (isinstance(labels, list) and len(labels) == num_classes
             and all(isinstance(label, str) for label in labels)):

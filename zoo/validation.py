@@ -73,8 +73,9 @@ def prefetch_checkpoint(checkpoint: Checkpoint) -> bool:
 
     try:
         fetched = fetch_weights(checkpoint, progress)
-    except WeightsError as exc:
-        _set(checkpoint, fetch_message=f"failed: {exc}")
+    except Exception as exc:  # WeightsError mostly; anything else is a failure too, not a crash
+        message = str(exc) if isinstance(exc, WeightsError) else f"{type(exc).__name__}: {exc}"
+        _set(checkpoint, fetch_message=f"failed: {message}")
         return False
     _set(checkpoint, fetch_message=fetched_message(fetched))
     return True

@@ -52,12 +52,15 @@ def test_fine_tuning_under_autocast_reaches_the_float32_accuracy():
     for name, precision in {"fp32": MixedPrecision("cpu"),
                             "bf16": MixedPrecision("cpu", enabled=True)}.items():
         torch.manual_seed(0)
-        model = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+        # A ViT: CPU bfloat16 convolutions with batch norm gave NaN losses now and then (one
+        # run in three to six, one thread or two); the CUDA path autocasts on GPUs only.
+        model = timm.create_model("test_vit", pretrained=False, num_classes=10, img_size=16)
         results[name] = finetune_accuracy(model, pixels, labels, train, test, mean=[0.5] * 3,
                                           std=[0.25] * 3, recipe=recipe, precision=precision)
     assert results["fp32"]["precision"] == "fp32"
     assert results["bf16"]["precision"] == "bf16-autocast"
-    assert results["bf16"]["accuracy"] >= 90.0 and results["fp32"]["accuracy"] >= 90.0
+    assert results["bf16"]["accuracy"] >= 90.0 and results["fp32"]["accuracy"] >= 90.0, \
+        {k: r["accuracy"] for k, r in results.items()}
 
 
 def test_a_transfer_under_autocast_reports_its_precision_and_consistent_figures():
@@ -77,3 +80,19 @@ def test_a_transfer_under_autocast_reports_its_precision_and_consistent_figures(
     assert delta["delta_accuracy"] == pytest.approx(
         delta["positive_flips"] - delta["negative_flips"])
     assert next(trained.parameters()).dtype == torch.float32
+
+
+def test_a_step_the_scaler_skips_is_reported_and_changes_no_weight():
+    precision = MixedPrecision("cpu", enabled=True, dtype=torch.float16)
+    model = torch.nn.Linear(4, 2)
+    before = model.weight.detach().clone()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    with precision.autocast():
+        loss = model(torch.full((3, 4), float("inf"))).float().sum()  # gradients overflow
+    assert precision.step(loss, optimiser) is False
+    assert torch.equal(model.weight.detach(), before)
+    optimiser.zero_grad()
+    with precision.autocast():
+        loss = model(torch.full((1, 4), 1e-3)).float().sum()  # scaled grads fit in float16
+    assert precision.step(loss, optimiser) is True
+    assert not torch.equal(model.weight.detach(), before)

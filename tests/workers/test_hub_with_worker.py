@@ -52,8 +52,12 @@ def forget(hub, repo_ids):
 def staff_api(django_user_model):
     from tests.conftest import _token_client
 
-    return _token_client(django_user_model.objects.create_user(
-        "curator", password="curator-password-1", is_staff=True))
+    from django.contrib.auth.models import Permission
+
+    curator = django_user_model.objects.create_user("curator", password="curator-password-1",
+                                                    is_staff=True)
+    curator.user_permissions.add(Permission.objects.get(codename="add_checkpoint"))
+    return _token_client(curator)
 
 
 def sha256(hub, repo_id):

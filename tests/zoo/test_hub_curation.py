@@ -244,3 +244,63 @@ def test_prefetch_brings_the_chosen_hub_weights_into_the_cache_with_progress(
     assert hub_zoo.downloads("acme/glyph-vit") == 1
     changelist = client.get(reverse("admin:zoo_checkpoint_changelist")).content.decode()
     assert "fetched from the hub to" in changelist
+
+
+def test_staff_without_the_permission_to_add_checkpoints_is_refused(hub_zoo, django_user_model,
+                                                                    sent_tasks):
+    from tests.conftest import _token_client
+
+    helper = django_user_model.objects.create_user("helper", password="helper-password-1",
+                                                   is_staff=True)
+    response = _token_client(helper).post(API, {"hub": "test_resnet.r160_in1k"}, format="json")
+    assert response.status_code == 403 and Checkpoint.objects.count() == 0
+
+
+def test_when_the_queue_cannot_be_reached_nothing_is_added(hub_zoo, staff_api, monkeypatch):
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker at 127.0.0.1:6379 refused the connection")
+
+    monkeypatch.setattr("config.celery.app.send_task", broker_down)
+    response = staff_api.post(API, {"hub": "test_resnet.r160_in1k"}, format="json")
+
+    assert response.status_code == 503
+    assert "task queue could not be reached" in response.json()["detail"]
+    assert Checkpoint.objects.count() == 0
+
+
+def test_a_row_is_enabled_only_once_its_fetch_is_queued(hub_zoo, staff_api, monkeypatch):
+    seen = []
+
+    def send_task(name, args, queue):  # what an evaluation would see at that moment
+        seen.append(Checkpoint.objects.get(pk=args[0][0]).enabled)
+
+    monkeypatch.setattr("config.celery.app.send_task", send_task)
+    body = staff_api.post(API, {"hub": "test_resnet.r160_in1k"}, format="json").json()
+
+    assert seen == [False] and body["enabled"] is True
+    off = staff_api.post(API, {"hub": "hf-hub:acme/glyph-vit", "enabled": False},
+                         format="json").json()
+    assert off["enabled"] is False
+
+
+def test_a_config_too_large_to_be_one_is_not_read(hub_zoo, staff_api, sent_tasks):
+    files = dict(hub_zoo.repos["acme/glyph-vit"].files)
+    hub_zoo.add_repo("acme/huge", {**files, "config.json": b"{" + b" " * 2_000_000 + b"}"})
+
+    response = staff_api.post(API, {"hub": "hf-hub:acme/huge"}, format="json")
+
+    assert response.status_code == 400
+    assert "config.json of acme/huge is 2.0 MB; at most 1.0 MB is read" in response.json()["hub"][0]
+    assert not [r for r in hub_zoo.requests if r.method == "GET" and r.repo_id == "acme/huge"]
+
+
+def test_a_validation_whose_worker_is_faster_than_the_request_keeps_its_outcome(
+        hub_zoo, staff_api, monkeypatch):
+    from workers import tasks
+
+    # The worker runs the task the moment it is sent, before the request goes on.
+    monkeypatch.setattr("config.celery.app.send_task",
+                        lambda name, args, queue: getattr(tasks, name.rsplit(".", 1)[1])(*args))
+    body = staff_api.post(API, {"hub": "hf-hub:acme/glyph-vit"}, format="json").json()
+
+    assert body["loads"] is True and body["fetch_message"].startswith("fetched from the hub")

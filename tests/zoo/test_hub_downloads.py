@@ -272,6 +272,8 @@ def test_a_second_host_copies_the_weights_from_the_object_store_not_the_hub(
     first = fetch_weights(checkpoint)  # host "a": from the hub, then into the store
     assert first.source == "hub" and local_hub.downloads(REPO) == 1
     assert s3_hosts.keys("hub/") == [f"hub/{sha}/model.safetensors"]
+    again = fetch_weights(Checkpoint.objects.get(pk=checkpoint.pk))  # host "a" again
+    assert again.source == "cache" and not (tmp_path / "a" / "cache" / "hub").exists()
 
     s3_hosts.use("b")  # another host: its own bounded cache and its own hub cache
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "host-b-hf-cache"))
@@ -321,3 +323,26 @@ def test_a_partial_file_left_by_a_killed_worker_is_removed_and_the_download_star
     assert_same_weights(model, state)
     assert not left.exists() and not cache_files(tmp_path / "hf-cache", "*.incomplete")
     assert local_hub.downloads(REPO) == 1
+
+
+def test_a_partial_file_whose_writer_is_at_work_is_left_alone(tmp_path):
+    from filelock import FileLock
+    from huggingface_hub.file_download import repo_folder_name
+
+    from zoo.hub import _remove_stale_partials
+
+    cache, etag = tmp_path / "hf-cache", "a" * 64
+    folder = repo_folder_name(repo_id=REPO, repo_type="model")
+    blobs = cache / folder / "blobs"
+    blobs.mkdir(parents=True)
+    dead = blobs / f"{'b' * 64}.1234abcd.incomplete"
+    busy = blobs / f"{etag}.5678ef01.incomplete"
+    dead.write_bytes(b"x" * 10)
+    busy.write_bytes(b"y" * 10)
+    # The client holds .locks/<repository>/<etag>.lock while it writes (another process:
+    # another worker, the web process reading a config, `hf download`).
+    (cache / ".locks" / folder).mkdir(parents=True)
+    with FileLock(str(cache / ".locks" / folder / f"{etag}.lock")):
+        _remove_stale_partials(cache, REPO)
+
+    assert busy.exists() and not dead.exists()

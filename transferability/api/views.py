@@ -277,15 +277,16 @@ class CheckpointList(generics.ListAPIView):
     @extend_schema(request=CheckpointFromHubSerializer, responses={
         202: CheckpointSerializer,
         400: invalid("Refused: not on the hub, not a timm name, a name in use, ..."),
-        403: error("Only staff add checkpoints."),
+        403: error("Only staff who may add checkpoints."),
         503: error("The task queue could not be reached; nothing was added."),
     })
     def post(self, request):
-        from zoo.hub_curation import CurationError, add_from_hub, queue_fetch
+        from zoo.hub_curation import CurationError, add_from_hub, queue_new
 
-        if not request.user.is_staff:
-            return Response({"detail": "Only staff add checkpoints to the zoo."},
-                            status=status.HTTP_403_FORBIDDEN)
+        # As the admin's "Add": staff with the permission to add checkpoints.
+        if not (request.user.is_staff and request.user.has_perm("zoo.add_checkpoint")):
+            return Response({"detail": "Only staff who may add checkpoints add them to the "
+                                       "zoo."}, status=status.HTTP_403_FORBIDDEN)
         serializer = CheckpointFromHubSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -295,12 +296,10 @@ class CheckpointList(generics.ListAPIView):
         except CurationError as exc:
             return Response({"hub": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         try:
-            queue_fetch([checkpoint.pk])
+            queue_new(checkpoint)
         except Exception as exc:  # the broker is down: the row would wait for nobody
-            checkpoint.delete()
             return Response({"detail": f"Nothing added: the task queue could not be reached "
                                        f"({exc})."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        checkpoint.refresh_from_db()
         body = CheckpointSerializer(checkpoint).data
         if checkpoint.curation_note:
             body["note"] = checkpoint.curation_note
