@@ -31,7 +31,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -41,39 +41,26 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 @dataclass
 class Repo:
+    """A repository's files (treated as fixed: a test that changes them adds the repository
+    again); their hashes are computed once, not per request (100 MB cost 0.3 s each)."""
+
     files: dict[str, bytes]
     token: str | None = None
     gated: bool = False
+    sha256: dict[str, str] = field(init=False)
+    blob_id: dict[str, str] = field(init=False)  # git blob ids: the ETag of a file in git
+    commit: str = field(init=False)
 
-    def sha256(self, filename: str) -> str:
-        """The file's sha256, computed once (a 100 MB file would cost each request 0.3 s)."""
-        key = (filename, id(self.files[filename]))
-        cache = self.__dict__.setdefault("_sha256", {})
-        if key not in cache:
-            cache[key] = hashlib.sha256(self.files[filename]).hexdigest()
-        return cache[key]
-
-    def blob_id(self, filename: str) -> str:
-        """The file's git blob id (the hub's ETag for a file kept in git), computed once."""
-        key = ("blob", filename, id(self.files[filename]))
-        cache = self.__dict__.setdefault("_sha256", {})
-        if key not in cache:
-            cache[key] = git_blob_id(self.files[filename])
-        return cache[key]
+    def __post_init__(self) -> None:
+        self.sha256 = {n: hashlib.sha256(c).hexdigest() for n, c in self.files.items()}
+        self.blob_id = {n: git_blob_id(c) for n, c in self.files.items()}
+        digest = hashlib.sha1()
+        for name in sorted(self.files):
+            digest.update(name.encode() + b"\0" + self.files[name])
+        self.commit = digest.hexdigest()
 
     def by_sha256(self, sha: str) -> bytes | None:
-        return next((self.files[name] for name in self.files if self.sha256(name) == sha), None)
-
-    @property
-    def commit(self) -> str:
-        key = tuple((name, id(self.files[name])) for name in sorted(self.files))
-        cached = self.__dict__.get("_commit")
-        if cached is None or cached[0] != key:
-            digest = hashlib.sha1()
-            for name in sorted(self.files):
-                digest.update(name.encode() + b"\0" + self.files[name])
-            self.__dict__["_commit"] = cached = (key, digest.hexdigest())
-        return cached[1]
+        return next((self.files[n] for n, h in self.sha256.items() if h == sha), None)
 
 
 @dataclass
@@ -145,12 +132,8 @@ class LocalHub:
     # What the test sets up.
     def add_repo(self, repo_id: str, files: dict[str, bytes], token: str | None = None,
                  gated: bool = False) -> Repo:
-        repo = Repo(dict(files), token=token, gated=gated)
-        for name in repo.files:  # hashed now, not per request
-            repo.sha256(name), repo.blob_id(name)
-        repo.commit
-        self.repos[repo_id] = repo
-        return repo
+        self.repos[repo_id] = Repo(dict(files), token=token, gated=gated)
+        return self.repos[repo_id]
 
     def add_timm_model(self, repo_id: str, architecture: str, num_classes: int = 1000,
                        seed: int = 0, label_names: list[str] | None = None,
@@ -167,7 +150,7 @@ class LocalHub:
 
     def downloads(self, repo_id: str, filename: str = "model.safetensors") -> int:
         """Bodies of ``filename`` served in full or in part (GETs, not HEADs)."""
-        sha = self.repos[repo_id].sha256(filename)
+        sha = self.repos[repo_id].sha256[filename]
         return sum(1 for r in self.requests if r.method == "GET" and r.repo_id == repo_id
                    and r.filename in (filename, sha) and r.answered in (200, 206, "cut"))
 
@@ -269,17 +252,17 @@ class _Handler(BaseHTTPRequestHandler):
             request.answered = 404
             return self._error(404, "EntryNotFound", extra=headers)
         if filename.endswith(LFS_SUFFIXES):
-            sha = repo.sha256(filename)
+            sha = repo.sha256[filename]
             request.answered = 302
             self.send_response(302)
             for name, value in {**headers, "Location": f"{self.hub.content_server}/{repo_id}/{sha}",
                                 "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(content)),
-                                "ETag": f'"{repo.blob_id(filename)}"', "Content-Length": "0"}.items():
+                                "ETag": f'"{repo.blob_id[filename]}"', "Content-Length": "0"}.items():
                 self.send_header(name, value)
             self.end_headers()
             return
         request.answered = 200
-        self._send(200, content, body, {**headers, "ETag": f'"{repo.blob_id(filename)}"'})
+        self._send(200, content, body, {**headers, "ETag": f'"{repo.blob_id[filename]}"'})
 
     def _content(self, repo: Repo, sha: str, body: bool, request: Request, cut: bool) -> None:
         content = repo.by_sha256(sha)

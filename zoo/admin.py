@@ -104,7 +104,7 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     def add_from_hub_view(self, request):
         """Add a checkpoint by timm name or hf-hub: id; a worker fetches its weights."""
-        from .hub_curation import CurationError, add_from_hub, queue_new
+        from .hub_curation import CurationError, QueueUnavailable, add_from_hub
 
         if not self.has_add_permission(request):
             raise PermissionDenied
@@ -112,25 +112,18 @@ class CheckpointAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                checkpoint = add_from_hub(data["hub"], data["name"], data["enabled"],
-                                          queue=False)
+                checkpoint, note = add_from_hub(data["hub"], data["name"], data["enabled"])
             except CurationError as exc:
                 form.add_error("hub", str(exc))
+            except QueueUnavailable as exc:
+                form.add_error(None, str(exc))
             else:
-                try:
-                    queue_new(checkpoint)
-                except Exception as exc:  # the broker is down: nothing would fetch it
-                    form.add_error(None, f"Nothing added: the task queue could not be reached "
-                                         f"({exc}).")
-                else:
-                    note = f" {checkpoint.curation_note}" if checkpoint.curation_note else ""
-                    self.message_user(
-                        request, f"{checkpoint.name} added from {checkpoint.hub_id}; a worker "
-                                 f"is fetching its weights (Weights and Loads show how it "
-                                 f"goes).{note}",
-                        messages.WARNING if note else messages.SUCCESS)
-                    return redirect(reverse("admin:zoo_checkpoint_change",
-                                            args=[checkpoint.pk]))
+                self.message_user(
+                    request, f"{checkpoint.name} added from {checkpoint.hub_id}; a worker is "
+                             f"fetching its weights (Weights and Loads show how it goes)."
+                             + (f" {note}" if note else ""),
+                    messages.WARNING if note else messages.SUCCESS)
+                return redirect(reverse("admin:zoo_checkpoint_change", args=[checkpoint.pk]))
         context = {**self.admin_site.each_context(request), "form": form,
                    "title": "Add a checkpoint from the hub", "opts": self.model._meta}
         return TemplateResponse(request, "admin/zoo/checkpoint/from_hub.html", context)

@@ -22,7 +22,7 @@ from .models import Checkpoint, model_kwargs_problem
 from .validation import QUEUED_MESSAGE
 from .weights import WeightsError
 
-__all__ = ["CurationError", "add_from_hub", "queue_fetch", "queue_new", "parse_reference",
+__all__ = ["CurationError", "QueueUnavailable", "add_from_hub", "queue_fetch", "parse_reference",
            "FETCH_QUEUED", "PREFETCH_QUEUED"]
 
 VALIDATE_TASK = "workers.tasks.validate_checkpoints"
@@ -38,6 +38,10 @@ _LICENSE = re.compile(r"^license:\s*['\"]?([\w.+-]+)['\"]?\s*$", re.MULTILINE)
 
 class CurationError(ValueError):
     """Why a hub reference cannot be added, in words for the person who typed it."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The task queue could not be reached: nothing was added."""
 
 
 def parse_reference(text: str) -> tuple[str, str | None]:
@@ -72,16 +76,17 @@ def parse_reference(text: str) -> tuple[str, str | None]:
                         f"{timm.__version__}) nor an hf-hub: id.")
 
 
-def add_from_hub(reference: str, name: str = "", enabled: bool = True,
-                 queue: bool = True) -> Checkpoint:
-    """A new catalog row for a hub checkpoint, its fields read from the hub; a worker is
-    asked to fetch and validate its weights (``queue``). Raises CurationError.
+def add_from_hub(reference: str, name: str = "", enabled: bool = True
+                 ) -> tuple[Checkpoint, str]:
+    """A new catalog row for a hub checkpoint, its fields read from the hub, and a worker
+    asked to fetch and validate its weights: (the row, a note for the person adding it, ""
+    unless its fields came from timm's registry because the hub could not be read).
 
-    The row's ``curation_note`` (not stored) says when its fields came from timm's registry
-    because the hub could not be read."""
+    The row is created disabled and enabled (when ``enabled``) once its fetch is queued, so
+    no evaluation takes it before. Raises CurationError for a reference that cannot be
+    added, QueueUnavailable (the row deleted again) when the task queue cannot be reached."""
     repo_id, timm_name = parse_reference(reference)
-    fields = _fields_from_hub(repo_id, timm_name)
-    note = fields.pop("curation_note", "")
+    fields, note = _fields_from_hub(repo_id, timm_name)
     name = (name or "").strip() or timm_name or repo_id
     if len(name) > 200:
         raise CurationError("Names are at most 200 characters.")
@@ -91,32 +96,20 @@ def add_from_hub(reference: str, name: str = "", enabled: bool = True,
                             f"allowed: {problem}")
     try:
         with transaction.atomic():
-            # Disabled until its fetch is queued: no evaluation takes it (and holds it) before.
             checkpoint = Checkpoint.objects.create(name=name, enabled=False, curated=True,
                                                    **fields)
     except IntegrityError:
         raise CurationError(f"A checkpoint named {name} is in the zoo already.") from None
-    checkpoint.curation_note = note
-    checkpoint.enable_when_queued = enabled
-    if queue:
-        queue_new(checkpoint)
-    return checkpoint
-
-
-def queue_new(checkpoint: Checkpoint) -> None:
-    """Queue the fetch of a row :func:`add_from_hub` made, then enable it if asked; when the
-    queue cannot be reached the row is deleted (nothing refers to it yet) and the error
-    raised."""
     try:
         queue_fetch([checkpoint.pk])
-    except Exception:
+    except Exception as exc:  # nothing refers to the row yet: it goes
         checkpoint.delete()
-        raise
-    if getattr(checkpoint, "enable_when_queued", False):
+        raise QueueUnavailable(f"Nothing added: the task queue could not be reached "
+                               f"({exc}).") from exc
+    if enabled:
         Checkpoint.objects.filter(pk=checkpoint.pk).update(enabled=True)
-    note = checkpoint.curation_note
     checkpoint.refresh_from_db()
-    checkpoint.curation_note = note
+    return checkpoint, note
 
 
 def queue_fetch(ids: list[int], prefetch: bool = False) -> None:
@@ -143,14 +136,16 @@ def queue_fetch(ids: list[int], prefetch: bool = False) -> None:
         raise
 
 
-def _fields_from_hub(repo_id: str, timm_name: str | None) -> dict:
+def _fields_from_hub(repo_id: str, timm_name: str | None) -> tuple[dict, str]:
+    """The row's fields, and a note when they come from timm's registry instead."""
     try:
         config = _read_json(repo_id, "config.json")
     except CurationError as exc:
         if timm_name is None:
             raise
-        return _from_timm_registry(timm_name, str(exc))
-    return _fields_from_config(repo_id, timm_name, config, _card_license(repo_id))
+        return _from_timm_registry(timm_name), (f"Its fields come from timm's registry: the "
+                                                f"hub's config.json could not be read ({exc}).")
+    return _fields_from_config(repo_id, timm_name, config, _card_license(repo_id)), ""
 
 
 def _read_json(repo_id: str, filename: str) -> dict:
@@ -251,14 +246,12 @@ def _fields_from_config(repo_id: str, timm_name: str | None, config: dict,
     }
 
 
-def _from_timm_registry(timm_name: str, why: str) -> dict:
+def _from_timm_registry(timm_name: str) -> dict:
     import timm
 
     from .timm_catalog import _fields
 
     fields = _fields(timm_name, timm.models.get_pretrained_cfg(timm_name).to_dict())
     fields.pop("name")
-    fields["curation_note"] = (f"Its fields come from timm's registry: the hub's config.json "
-                               f"could not be read ({why}).")
     return fields
 

@@ -141,8 +141,9 @@ def colour_images(n_per_class=16, seed=0):
     return pixels, labels
 
 
-@pytest.mark.parametrize("supervised", [True, False])
-def test_kl_dp_transfer_trains_the_student_and_reports_on_held_out_data(supervised):
+def colour_transfer(**kwargs):
+    """A ResNet teacher into a ViT student on three colours, two epochs: (pixels, labels,
+    test, teacher, its weights before, trained student, report)."""
     import timm
 
     pixels, labels = colour_images()
@@ -155,8 +156,15 @@ def test_kl_dp_transfer_trains_the_student_and_reports_on_held_out_data(supervis
     norm = ([0.5] * 3, [0.25] * 3)
     trained, report = kl_dp_transfer(
         teacher, student, pixels, pixels, labels, train, test, teacher_norm=norm,
-        student_norm=norm, supervised=supervised,
-        recipe=TransferRecipe(epochs=2, learning_rate=1e-3, batch_size=8))
+        student_norm=norm, recipe=TransferRecipe(epochs=2, learning_rate=1e-3, batch_size=8),
+        **kwargs)
+    return pixels, labels, test, teacher, teacher_before, trained, report
+
+
+@pytest.mark.parametrize("supervised", [True, False])
+def test_kl_dp_transfer_trains_the_student_and_reports_on_held_out_data(supervised):
+    pixels, labels, test, teacher, teacher_before, trained, report = colour_transfer(
+        supervised=supervised)
     delta = report["delta"]
     assert delta["n_samples"] == len(test) == report["test"]
     assert delta["delta_accuracy"] == pytest.approx(

@@ -2,17 +2,14 @@
 here: the autocast path is run on CPU tensors (``MixedPrecision(..., enabled=True)``), the
 same code a CUDA worker runs."""
 
-import numpy as np
 import pytest
 import timm
 import torch
 
-from tests.transferability.test_distillation import colour_images
+from tests.transferability.test_distillation import colour_transfer
 from tests.transferability.test_ground_truth import colour_pixels
-from transferability.distillation import kl_dp_transfer
 from transferability.ground_truth import FinetuneRecipe, finetune_accuracy, truth_split
 from transferability.precision import MixedPrecision
-from transferability.transfer_recipe import TransferRecipe
 
 
 def test_a_cpu_trains_in_float32_and_a_cuda_device_under_autocast():
@@ -64,17 +61,7 @@ def test_fine_tuning_under_autocast_reaches_the_float32_accuracy():
 
 
 def test_a_transfer_under_autocast_reports_its_precision_and_consistent_figures():
-    pixels, labels = colour_images()
-    test = np.arange(0, labels.size, 3)
-    train = np.setdiff1d(np.arange(labels.size), test)
-    torch.manual_seed(0)
-    teacher = timm.create_model("test_resnet", pretrained=False, num_classes=10)
-    student = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=16)
-    norm = ([0.5] * 3, [0.25] * 3)
-    trained, report = kl_dp_transfer(
-        teacher, student, pixels, pixels, labels, train, test, teacher_norm=norm,
-        student_norm=norm, recipe=TransferRecipe(epochs=2, learning_rate=1e-3, batch_size=8),
-        precision=MixedPrecision("cpu", enabled=True))
+    *_, trained, report = colour_transfer(precision=MixedPrecision("cpu", enabled=True))
     assert report["precision"] == "bf16-autocast"
     delta = report["delta"]
     assert delta["delta_accuracy"] == pytest.approx(

@@ -281,7 +281,7 @@ class CheckpointList(generics.ListAPIView):
         503: error("The task queue could not be reached; nothing was added."),
     })
     def post(self, request):
-        from zoo.hub_curation import CurationError, add_from_hub, queue_new
+        from zoo.hub_curation import CurationError, QueueUnavailable, add_from_hub
 
         # As the admin's "Add": staff with the permission to add checkpoints.
         if not (request.user.is_staff and request.user.has_perm("zoo.add_checkpoint")):
@@ -291,18 +291,14 @@ class CheckpointList(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            checkpoint = add_from_hub(data["hub"], data.get("name", ""), data["enabled"],
-                                      queue=False)
+            checkpoint, note = add_from_hub(data["hub"], data.get("name", ""), data["enabled"])
         except CurationError as exc:
             return Response({"hub": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            queue_new(checkpoint)
-        except Exception as exc:  # the broker is down: the row would wait for nobody
-            return Response({"detail": f"Nothing added: the task queue could not be reached "
-                                       f"({exc})."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except QueueUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         body = CheckpointSerializer(checkpoint).data
-        if checkpoint.curation_note:
-            body["note"] = checkpoint.curation_note
+        if note:
+            body["note"] = note
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={
             "Location": reverse("api-checkpoint-detail", args=[checkpoint.pk], request=request)})
 
