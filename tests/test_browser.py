@@ -39,11 +39,23 @@ def wait_until(driver, condition, timeout: float, what: str):
                                             StaleElementReferenceException, TimeoutException)
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import WebDriverException
+
     # The page may change under the condition (a navigation, the live-progress reload).
     ignored = (NoSuchElementException, StaleElementReferenceException)
+
+    def polled(d):
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            # Chromium's word for an element of the page being left, read mid-navigation.
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                             ignored_exceptions=ignored).until(condition)
+                             ignored_exceptions=ignored).until(polled)
     except TimeoutException:
         body = driver.find_element("tag name", "body").text[:2000]
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
